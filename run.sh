@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# todo-server's one entry point on a development machine or in CI.
+#
+#   ./run.sh                  serve the API (same as ./run.sh serve)
+#   ./run.sh test [args]      run the whole test suite (args go to pytest)
+#   ./run.sh migrate [status] apply pending migrations, or list them
+#
+# Installs what it needs: a virtualenv in .venv (re-installed when pyproject.toml
+# changes) and, when missing, Debian's PostgreSQL server package. With no
+# DATABASE_URL it runs a private PostgreSQL whose data lives in .data/postgres,
+# reachable only through a Unix socket, and stops it again on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DATA="$ROOT/.data"
+VENV="$ROOT/.venv"
+cd "$ROOT"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# --- .env: plain KEY=VALUE lines; variables already set win -----------------
+load_dotenv() {
+  [ -f "$ROOT/.env" ] || return 0
+  local line key value
+  while IFS= read -r line || [ -n "$line" ]; do
+    line="${line%$'\r'}"
+    case "$line" in '' | '#'*) continue ;; esac
+    key="${line%%=*}"
+    value="${line#*=}"
+    key="${key#export }"
+    key="${key//[[:space:]]/}"
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die ".env: not a KEY=VALUE line: $line"
+    if [ -z "${!key+x}" ]; then
+      export "$key=$value"
+    fi
+  done <"$ROOT/.env"
+}
+
+# --- Python: a virtualenv with the project installed ------------------------
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null ||
+    die "please install: $* (apt-get install $*), then run again"
+  say "installing $* with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_venv() {
+  local extra=$1 want have=""
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extra"
+  [ -f "$VENV/.installed" ] && have=$(cat "$VENV/.installed")
+  # A test install (dev extra) also serves; a serve install lacks pytest.
+  if [ "$have" = "$want" ] || { [ "$extra" = "" ] && [ "$have" = "${want}dev" ]; }; then
+    return 0
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  fi
+  say "installing the project into .venv"
+  local target="."
+  [ -n "$extra" ] && target=".[$extra]"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  echo "$want" >"$VENV/.installed"
+}
+
+# --- PostgreSQL ---------------------------------------------------------------
+pg_bindir() {
+  local dir
+  if command -v pg_config >/dev/null; then
+    dir=$(pg_config --bindir 2>/dev/null || true)
+    [ -x "$dir/postgres" ] && { echo "$dir"; return 0; }
+  fi
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && [ -x "$dir/postgres" ] && { echo "$dir"; return 0; }
+  return 1
+}
+
+ensure_postgres_installed() {
+  pg_bindir >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt_install postgresql
+    pg_bindir >/dev/null && return 0
+  fi
+  die "PostgreSQL server binaries not found. Install PostgreSQL (Debian: apt-get install postgresql) or set DATABASE_URL."
+}
+
+# PostgreSQL refuses to run as root; as root, run it as the postgres system user.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# The server user must be able to walk down to the data folder.
+make_reachable() {
+  local dir=$1
+  [ "$(id -u)" = 0 ] || return 0
+  id postgres >/dev/null 2>&1 || die "no 'postgres' user to run PostgreSQL as (apt-get install postgresql creates it)"
+  while [ "$dir" != "/" ]; do
+    if ! runuser -u postgres -- test -x "$dir"; then
+      say "letting the postgres user pass through $dir (chmod o+x)"
+      chmod o+x "$dir"
+    fi
+    dir=$(dirname "$dir")
+  done
+}
+
+PG_STARTED_HERE=""
+stop_local_postgres() {
+  if [ -n "$PG_STARTED_HERE" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    PG_STARTED_HERE=""
+  fi
+}
+
+start_local_postgres() {
+  ensure_postgres_installed
+  PG_BIN=$(pg_bindir)
+  PGDATA_DIR="$DATA/postgres"
+  local socket_dir="$DATA/socket"
+  # Unix socket paths are limited to about 100 bytes.
+  if [ ${#socket_dir} -gt 90 ]; then
+    socket_dir="/tmp/todo-server-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  fi
+  mkdir -p "$DATA" "$socket_dir"
+  chmod 700 "$socket_dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$socket_dir"
+    make_reachable "$DATA"
+    make_reachable "$(dirname "$socket_dir")"
+  fi
+  if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+    say "creating a private PostgreSQL cluster in $PGDATA_DIR"
+    mkdir -p "$PGDATA_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres: "$PGDATA_DIR"
+    as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust --encoding=UTF8 \
+      --locale=C.UTF-8 --no-instructions >/dev/null
+  fi
+  if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
+    say "reusing the private PostgreSQL already running in $PGDATA_DIR"
+  else
+    say "starting the private PostgreSQL (socket in $socket_dir)"
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 \
+      -o "-c listen_addresses='' -k $socket_dir -c unix_socket_permissions=0700" start >/dev/null ||
+      die "PostgreSQL did not start; see $PGDATA_DIR/server.log"
+    PG_STARTED_HERE=1
+    trap stop_local_postgres EXIT
+  fi
+  if [ -z "$(as_pg "$PG_BIN/psql" -h "$socket_dir" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'todo'")" ]; then
+    as_pg "$PG_BIN/createdb" -h "$socket_dir" -U postgres -E UTF8 -T template0 todo
+  fi
+  export DATABASE_URL="postgresql://postgres@/todo?host=$socket_dir"
+}
+
+ensure_database() {
+  if [ -z "${DATABASE_URL:-}" ]; then
+    start_local_postgres
+  fi
+}
+
+ensure_secret() {
+  [ -n "${BETTER_AUTH_SECRET:-}" ] && return 0
+  local file="$DATA/secret"
+  mkdir -p "$DATA"
+  if [ ! -s "$file" ]; then
+    (umask 077 && "$VENV/bin/python" -c \
+      'import secrets; print("generated-local-only-" + secrets.token_hex(32))' >"$file")
+    say "generated a local BETTER_AUTH_SECRET in $file"
+  fi
+  BETTER_AUTH_SECRET=$(cat "$file")
+  export BETTER_AUTH_SECRET
+}
+
+# Run a long-lived child so that Ctrl-C and SIGTERM reach it and the cleanup trap still runs.
+run_child() {
+  "$@" &
+  local child=$! status=0
+  trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
+  wait "$child" || status=$?
+  # wait returns early when a trapped signal arrives; wait for the child to finish.
+  while kill -0 "$child" 2>/dev/null; do wait "$child" || status=$?; done
+  return "$status"
+}
+
+command=${1:-serve}
+[ $# -gt 0 ] && shift
+
+case "$command" in
+  serve)
+    load_dotenv
+    ensure_venv ""
+    ensure_database
+    ensure_secret
+    "$VENV/bin/todo-server" migrate
+    run_child "$VENV/bin/todo-server" serve
+    ;;
+  migrate)
+    load_dotenv
+    ensure_venv ""
+    ensure_database
+    "$VENV/bin/todo-server" migrate "$@"
+    ;;
+  test)
+    ensure_venv dev
+    [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
+    "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    die "unknown command '$command'; use: serve, test, migrate"
+    ;;
+esac

@@ -1,0 +1,128 @@
+"""Test fixtures: a real PostgreSQL per session, migrated by the real runner.
+
+``TEST_DATABASE_URL`` points the tests at an existing server (they create and
+drop their own databases on it); otherwise an ephemeral cluster is started.
+Each test that uses the app starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from starlette.testclient import TestClient
+
+from tests.pgcluster import PostgresCluster
+from todo_server import migrate
+from todo_server.app import create_app
+from todo_server.config import Settings, load_settings
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@dataclass
+class DatabaseServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_url: str
+    created: list[str] = field(default_factory=list)
+
+    def create_database(self, prefix: str = "todo_test") -> str:
+        """A new, empty database; returns its URL."""
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return with_dbname(self.admin_url, name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        self.created.clear()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[DatabaseServer]:
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        server = DatabaseServer(admin_url=given)
+        yield server
+        server.drop_all()
+        return
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield DatabaseServer(admin_url=cluster.url())
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: DatabaseServer) -> str:
+    """A database migrated once per session by the real runner."""
+    url = pg_server.create_database("todo_app")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.apply(conn)
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """A direct connection to the app's database, with every table emptied first."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                " AND tablename <> 'schema_migrations'"
+            )
+        ]
+        if tables:
+            conn.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                )
+            )
+        yield conn
+
+
+def settings_env(database_url: str, **overrides: str) -> dict[str, str]:
+    """A complete environment for ``load_settings``."""
+    env = {
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": TEST_SECRET,
+        "DB_POOL_MIN": "1",
+        "DB_POOL_MAX": "4",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: str) -> Settings:
+        return load_settings(settings_env(database_url, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def client(db: psycopg.Connection, make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    """The app with its lifespan running, on empty tables."""
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,193 @@
+"""A throw-away PostgreSQL server for the tests, started in about a tenth of a second.
+
+``initdb`` runs once into a cached template data directory (under ``.data/``);
+each session copies it to tmpfs and starts ``postgres`` directly with durability
+off, listening only on a Unix socket. PostgreSQL refuses to run as root, so when
+the tests run as root the server runs as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_CACHE = ROOT / ".data" / "test-template"
+
+FAST_SETTINGS = {
+    "listen_addresses": "",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "16MB",
+    "autovacuum": "off",
+    "max_connections": "200",
+}
+
+
+def find_bindir() -> Path:
+    """The directory holding ``postgres`` and ``initdb``: pg_config's, or Debian's newest."""
+    try:
+        out = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if (Path(out) / "postgres").exists():
+            return Path(out)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not candidates:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found; install them (./run.sh test does) "
+            "or set TEST_DATABASE_URL"
+        )
+    return candidates[-1].parent
+
+
+def server_user() -> pwd.struct_passwd | None:
+    """The unprivileged account to run the server as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError("running as root, but there is no 'postgres' user to run the server") from None
+
+
+def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for parent, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(parent, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+def _run_as(user: pwd.struct_passwd | None) -> dict[str, object]:
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def scratch_root() -> Path:
+    """tmpfs when it is writable, else the system temp directory."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def ensure_template(bindir: Path) -> Path:
+    """A freshly initdb'd data directory, made once and reused by every session."""
+    version = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    cache = TEMPLATE_CACHE / version
+    if (cache / "PG_VERSION").exists():
+        return cache
+    user = server_user()
+    work = Path(tempfile.mkdtemp(prefix="todo-initdb-", dir=scratch_root()))
+    data = work / "data"
+    try:
+        if user is not None:
+            os.chown(work, user.pw_uid, user.pw_gid)
+        subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            **_run_as(user),  # type: ignore[arg-type]
+        )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + f".partial-{os.getpid()}")
+        shutil.copytree(data, partial, symlinks=True)
+        os.replace(partial, cache)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return cache
+
+
+class PostgresCluster:
+    """One private server on a Unix socket in a temporary directory."""
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        self.bindir = bindir or find_bindir()
+        self.user = server_user()
+        self.directory = Path(tempfile.mkdtemp(prefix="todo-pg-", dir=scratch_root()))
+        self.data = self.directory / "data"
+        self.socket_dir = self.directory
+        self.log_path = self.directory / "postgres.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        shutil.copytree(ensure_template(self.bindir), self.data, symlinks=True)
+        os.chmod(self.data, 0o700)
+        if self.user is not None:
+            _chown_tree(self.directory, self.user)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it answers."""
+        args = [str(self.bindir / "postgres"), "-D", str(self.data), "-k", str(self.socket_dir)]
+        for name, value in FAST_SETTINGS.items():
+            args += ["-c", f"{name}={value}"]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **_run_as(self.user),  # type: ignore[arg-type]
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited at start-up:\n{self.log_tail()}")
+            try:
+                with psycopg.connect(self.url(), connect_timeout=1):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not answer:\n{self.log_tail()}") from None
+                time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, disconnect clients, exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,1 @@
+"""todo-server: a small, fast, secure REST service for personal task lists."""

@@ -1,0 +1,109 @@
+"""The application: every route in one list, the middleware stack, the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from todo_server import migrate
+from todo_server.config import Settings
+from todo_server.db import create_pool, probe
+from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
+from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+logger = logging.getLogger("todo_server.app")
+
+CORS_ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-Match", "Idempotency-Key", "X-Request-ID")
+CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After")
+CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def health(request: Request) -> JSONResponse:
+    """Liveness and database reachability; no authentication."""
+    settings: Settings = request.state.settings
+    database_ok = await probe(request.state.pool, settings.database.pool_timeout)
+    body = {
+        "status": "ok" if database_ok else "degraded",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "database": "ok" if database_ok else "unavailable",
+    }
+    if database_ok:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def create_app(settings: Settings, *, migrations_dir: Path = migrate.DEFAULT_DIRECTORY) -> Starlette:
+    """Build the ASGI application for ``settings``."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await refuse_pending_migrations(settings, migrations_dir)
+        pool = create_pool(settings.database)
+        await pool.open(wait=False)
+        try:
+            yield {"pool": pool, "settings": settings}
+        finally:
+            await pool.close()
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=CORS_ALLOWED_METHODS,
+            allow_headers=CORS_ALLOWED_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            allow_credentials=True,
+        ),
+        Middleware(BodyLimitMiddleware),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+
+
+async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) -> None:
+    """Stop start-up while migrations are pending; start anyway when the database is down.
+
+    A server that cannot reach its database still starts, answers 503 and
+    recovers when the database comes back; a server whose schema is behind its
+    code must not serve at all.
+    """
+    try:
+        waiting = await asyncio.to_thread(
+            migrate.pending_on,
+            settings.database.url,
+            settings.database.pool_timeout,
+            migrations_dir,
+        )
+    except psycopg.OperationalError as exc:
+        logger.warning(
+            "database %s unreachable at start-up (%s); serving 503 until it answers",
+            settings.database.display_url,
+            type(exc).__name__,
+        )
+        return
+    if waiting:
+        names = ", ".join(migration.path.name for migration in waiting)
+        raise migrate.MigrationError(
+            f"migrations pending: {names}; run `todo-server migrate` (or ./run.sh migrate) first"
+        )

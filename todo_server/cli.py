@@ -1,0 +1,92 @@
+"""The ``todo-server`` command: ``serve``, ``migrate [status]``, ``version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+import psycopg
+
+from todo_server import migrate
+from todo_server.config import ConfigError, load_database_settings, load_settings
+
+
+def _version() -> str:
+    try:
+        return package_version("todo-server")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def serve() -> int:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    from todo_server.app import create_app
+    from todo_server.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    return 0
+
+
+def run_migrate(action: str) -> int:
+    """Apply pending migrations, or list every file with its state."""
+    database = load_database_settings()
+    with psycopg.connect(database.url, autocommit=True, connect_timeout=10) as conn:
+        if action == "status":
+            for line in migrate.status(conn):
+                state = f"applied {line.applied_at.isoformat()}" if line.applied_at else "pending"
+                print(f"{line.migration.path.name}  {state}")
+            return 0
+        applied = migrate.apply(conn)
+    for migration in applied:
+        print(f"applied {migration.path.name}")
+    if not applied:
+        print("nothing to apply; the database is up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="todo-server", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the API")
+    migrate_parser = commands.add_parser("migrate", help="apply pending migrations")
+    migrate_parser.add_argument(
+        "action", nargs="?", choices=["up", "status"], default="up", help="default: up"
+    )
+    commands.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "version":
+            print(_version())
+            return 0
+        if args.command == "migrate":
+            return run_migrate(args.action)
+        return serve()
+    except ConfigError as exc:
+        print(f"todo-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except migrate.MigrationError as exc:
+        print(f"todo-server: migration error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        print(f"todo-server: cannot reach the database: {exc}".strip(), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

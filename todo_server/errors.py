@@ -1,0 +1,214 @@
+"""The one error format, and the exceptions that produce it.
+
+Every error the API gives has the same body::
+
+    {"code": "not_found", "message": "Task not found", "details": null, "request_id": "..."}
+
+Handlers raise one of these; the exception handlers installed by ``install``
+turn them into responses. The hierarchy::
+
+    ApiError
+    ├── BadRequest            400 bad_request
+    ├── Unauthorized          401 unauthorized
+    ├── Forbidden             403 forbidden
+    ├── NotFound              404 not_found
+    ├── MethodNotAllowed      405 method_not_allowed
+    ├── Conflict              409 conflict
+    ├── PreconditionFailed    412 precondition_failed
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── UnsupportedMediaType  415 unsupported_media_type
+    ├── ValidationFailed      422 validation_error
+    ├── RateLimited           429 rate_limited
+    └── ServiceUnavailable    503 service_unavailable
+
+Anything else that escapes a handler is caught by ``RequestContextMiddleware``,
+logged with the request id and answered 500 ``internal_error`` with a generic
+message: no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, ClassVar
+
+import psycopg
+import psycopg_pool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+logger = logging.getLogger("todo_server.errors")
+
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_SECONDS = 2
+
+
+class ApiError(Exception):
+    """An error with a status code, a stable code and a message for people."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code, default_message = 400, "bad_request", "Bad request"
+
+
+class Unauthorized(ApiError):
+    status, code, default_message = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(ApiError):
+    status, code, default_message = 403, "forbidden", "Forbidden"
+
+
+class NotFound(ApiError):
+    status, code, default_message = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, default_message = 405, "method_not_allowed", "Method not allowed"
+
+
+class Conflict(ApiError):
+    status, code, default_message = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(ApiError):
+    status, code, default_message = 412, "precondition_failed", "Precondition failed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, default_message = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+    default_message = "Content-Type must be application/json"
+
+
+class ValidationFailed(ApiError):
+    status, code, default_message = 422, "validation_error", "Invalid input"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> ValidationFailed:
+        """One failing field."""
+        return cls(details=[{"field": field, "message": message}])
+
+
+class RateLimited(ApiError):
+    status, code, default_message = 429, "rate_limited", "Too many requests"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"
+    default_message = "Service temporarily unavailable; try again shortly"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        PreconditionFailed,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        ValidationFailed,
+        RateLimited,
+        ServiceUnavailable,
+    )
+}
+
+
+def request_id_of(scope_state: Any) -> str | None:
+    """The request id the request-id middleware stored, if any."""
+    if isinstance(scope_state, dict):
+        return scope_state.get("request_id")
+    return None
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Any = None,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The one error body, as a response."""
+    body = {"code": code, "message": message, "details": details, "request_id": request_id}
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def api_error_response(exc: ApiError, request_id: str | None) -> Response:
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        details=exc.details,
+        request_id=request_id,
+        headers=exc.headers,
+    )
+
+
+async def _handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc, request_id_of(request.scope.get("state")))
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route or method) in our format."""
+    assert isinstance(exc, HTTPException)
+    cls = _BY_STATUS.get(exc.status_code)
+    if cls is None:
+        return error_response(
+            exc.status_code,
+            "error",
+            str(exc.detail),
+            request_id=request_id_of(request.scope.get("state")),
+            headers=dict(exc.headers or {}),
+        )
+    return api_error_response(
+        cls(headers=dict(exc.headers or {})), request_id_of(request.scope.get("state"))
+    )
+
+
+async def _handle_database_down(request: Request, exc: Exception) -> Response:
+    """A database error that escaped the data layer: the database is unreachable."""
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return api_error_response(ServiceUnavailable(), request_id_of(request.scope.get("state")))
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _handle_api_error,
+    HTTPException: _handle_http_exception,
+    psycopg.OperationalError: _handle_database_down,
+    psycopg_pool.PoolTimeout: _handle_database_down,
+}
