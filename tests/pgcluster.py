@@ -62,7 +62,9 @@ def server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        raise RuntimeError("running as root, but there is no 'postgres' user to run the server") from None
+        raise RuntimeError(
+            "running as root, but there is no 'postgres' user to run the server"
+        ) from None
 
 
 def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:

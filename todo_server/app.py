@@ -26,7 +26,13 @@ from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("todo_server.app")
 
-CORS_ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-Match", "Idempotency-Key", "X-Request-ID")
+CORS_ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "Idempotency-Key",
+    "X-Request-ID",
+)
 CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After")
 CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -45,7 +51,9 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def create_app(settings: Settings, *, migrations_dir: Path = migrate.DEFAULT_DIRECTORY) -> Starlette:
+def create_app(
+    settings: Settings, *, migrations_dir: Path = migrate.DEFAULT_DIRECTORY
+) -> Starlette:
     """Build the ASGI application for ``settings``."""
 
     @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -24,11 +25,14 @@ def serve() -> int:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
-    from todo_server.app import create_app
+    from todo_server.app import create_app, refuse_pending_migrations
     from todo_server.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # The lifespan checks again; checking here first turns the refusal into one
+    # line and exit status 1 instead of uvicorn's start-up traceback.
+    asyncio.run(refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))
     app = create_app(settings)
     uvicorn.run(
         app,

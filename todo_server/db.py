@@ -18,6 +18,8 @@ from todo_server.config import DatabaseSettings
 
 logger = logging.getLogger("todo_server.db")
 
+RECONNECT_TIMEOUT_SECONDS = 3.0
+
 
 def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
     """A closed pool configured from the settings; open it in the lifespan."""
@@ -45,6 +47,10 @@ def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
             "prepare_threshold": settings.prepare_threshold,
             "row_factory": dict_row,
         },
+        # Give up a reconnection loop after a few seconds: the next request starts
+        # a fresh one at once, so recovery follows the database within seconds
+        # instead of waiting out an exponential back-off grown during a long outage.
+        reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
         name="todo-server",
     )
 

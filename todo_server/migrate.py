@@ -177,7 +177,9 @@ def apply(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list
             conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
-def pending_on(url: str, connect_timeout: float, directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
+def pending_on(
+    url: str, connect_timeout: float, directory: Path = DEFAULT_DIRECTORY
+) -> list[Migration]:
     """Connect to ``url`` and return the files not yet applied there."""
     with psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))) as conn:
         return pending(discover(directory), read_applied(conn))

@@ -1,0 +1,129 @@
+"""Settings: read from the environment once, validated, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from todo_server.config import GENERATED_SECRET_PREFIX, SETTINGS, ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s" * 32
+URL = "postgresql://app:hunter2-password@db.example.com:5432/todo"
+
+
+def env(**values: str) -> dict[str, str]:
+    return {"DATABASE_URL": URL, "BETTER_AUTH_SECRET": SECRET, **values}
+
+
+def test_defaults():
+    settings = load_settings(env())
+    assert settings.allowed_origins == ("http://localhost:3000",)
+    assert settings.environment == "development"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    db = settings.database
+    assert (db.pool_min, db.pool_max, db.pool_timeout, db.statement_timeout) == (2, 10, 5.0, 5.0)
+    assert db.prepare_threshold == 5
+    assert (settings.log_level, settings.log_format) == ("info", "text")
+
+
+def test_values_are_parsed():
+    settings = load_settings(
+        env(
+            ALLOWED_ORIGINS="https://a.example.com, http://localhost:5173/",
+            ENVIRONMENT="Staging",
+            HOST="0.0.0.0",
+            PORT="9000",
+            DB_POOL_MIN="1",
+            DB_POOL_MAX="4",
+            DB_POOL_TIMEOUT="0.5",
+            DB_STATEMENT_TIMEOUT="0",
+            DB_PREPARE_THRESHOLD="none",
+            LOG_LEVEL="DEBUG",
+            LOG_FORMAT="json",
+        )
+    )
+    assert settings.allowed_origins == ("https://a.example.com", "http://localhost:5173")
+    assert settings.environment == "staging"
+    assert (settings.host, settings.port) == ("0.0.0.0", 9000)
+    db = settings.database
+    assert (db.pool_min, db.pool_max, db.pool_timeout, db.statement_timeout) == (1, 4, 0.5, 0.0)
+    assert db.prepare_threshold is None
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+
+
+def test_production_logs_json_by_default():
+    assert load_settings(env(ENVIRONMENT="production")).log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("variable", "values"),
+    [
+        ("DATABASE_URL", {"DATABASE_URL": ""}),
+        ("DATABASE_URL", {"DATABASE_URL": "mysql://x/y"}),
+        ("BETTER_AUTH_SECRET", {"BETTER_AUTH_SECRET": ""}),
+        ("BETTER_AUTH_SECRET", {"BETTER_AUTH_SECRET": "short"}),
+        ("ALLOWED_ORIGINS", {"ALLOWED_ORIGINS": "localhost:3000"}),
+        ("ALLOWED_ORIGINS", {"ALLOWED_ORIGINS": "https://a.example.com/path"}),
+        ("ENVIRONMENT", {"ENVIRONMENT": "prod"}),
+        ("PORT", {"PORT": "eighty"}),
+        ("PORT", {"PORT": "70000"}),
+        ("DB_POOL_MIN", {"DB_POOL_MIN": "-1"}),
+        ("DB_POOL_MAX", {"DB_POOL_MAX": "0"}),
+        ("DB_POOL_MAX", {"DB_POOL_MIN": "5", "DB_POOL_MAX": "4"}),
+        ("DB_POOL_TIMEOUT", {"DB_POOL_TIMEOUT": "0"}),
+        ("DB_POOL_TIMEOUT", {"DB_POOL_TIMEOUT": "nan"}),
+        ("DB_STATEMENT_TIMEOUT", {"DB_STATEMENT_TIMEOUT": "-1"}),
+        ("DB_PREPARE_THRESHOLD", {"DB_PREPARE_THRESHOLD": "sometimes"}),
+        ("LOG_LEVEL", {"LOG_LEVEL": "loud"}),
+        ("LOG_FORMAT", {"LOG_FORMAT": "xml"}),
+    ],
+)
+def test_bad_values_name_the_variable(variable, values):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(**values))
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_missing_required_settings():
+    with pytest.raises(ConfigError, match="^DATABASE_URL: is required"):
+        load_settings({"BETTER_AUTH_SECRET": SECRET})
+    with pytest.raises(ConfigError, match="^BETTER_AUTH_SECRET: is required"):
+        load_settings({"DATABASE_URL": URL})
+
+
+def test_production_refuses_generated_secret_and_wildcard_origin():
+    generated = GENERATED_SECRET_PREFIX + "a" * 64
+    assert load_settings(env(BETTER_AUTH_SECRET=generated)).secret == generated
+    with pytest.raises(ConfigError, match="^BETTER_AUTH_SECRET: .*production"):
+        load_settings(env(ENVIRONMENT="production", BETTER_AUTH_SECRET=generated))
+    assert load_settings(env(ALLOWED_ORIGINS="*")).allowed_origins == ("*",)
+    with pytest.raises(ConfigError, match="^ALLOWED_ORIGINS: .*production"):
+        load_settings(env(ENVIRONMENT="production", ALLOWED_ORIGINS="*"))
+
+
+def test_secrets_stay_out_of_reprs_and_errors():
+    settings = load_settings(env())
+    text = repr(settings)
+    assert SECRET not in text
+    assert "hunter2-password" not in text
+    assert "hunter2-password" not in settings.database.display_url
+    assert settings.database.display_url == "postgresql://app:***@db.example.com:5432/todo"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(BETTER_AUTH_SECRET="short-secret-value"))
+    assert "short-secret-value" not in str(caught.value)
+
+
+def test_readme_table_lists_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert set(SETTINGS) <= documented, f"missing from README: {set(SETTINGS) - documented}"
+
+
+def test_env_example_lists_every_setting():
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE))
+    assert set(SETTINGS) <= listed, f"missing from .env.example: {set(SETTINGS) - listed}"

@@ -1,0 +1,77 @@
+"""A real PostgreSQL stopped and started again under a running app.
+
+The service must answer 503 (never 500, never hang past DB_POOL_TIMEOUT) while
+the database is away, and recover by itself when it is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import settings_env
+from tests.pgcluster import PostgresCluster
+from todo_server import migrate
+from todo_server.app import create_app
+from todo_server.config import load_settings
+
+
+@pytest.fixture
+def cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        migrate.apply(conn)
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def health_until(client: TestClient, status: int, within: float) -> float:
+    """Poll /health until it answers ``status``; returns the seconds that took."""
+    start = time.monotonic()
+    while True:
+        r = client.get("/health")
+        if r.status_code == status:
+            return time.monotonic() - start
+        assert time.monotonic() - start < within, f"/health still {r.status_code}: {r.text}"
+        time.sleep(0.05)
+
+
+def assert_degraded(client: TestClient, pool_timeout: float) -> None:
+    start = time.monotonic()
+    r = client.get("/health")
+    elapsed = time.monotonic() - start
+    assert r.status_code == 503
+    body = r.json()
+    assert body == {"status": "degraded", "timestamp": body["timestamp"], "database": "unavailable"}
+    assert r.headers["retry-after"] == "2"
+    assert elapsed < pool_timeout + 1.0
+
+
+def test_database_stopped_and_restarted_under_a_running_app(cluster):
+    settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/health").status_code == 200
+        cluster.stop()
+        assert_degraded(client, 0.5)
+        # Staying down a while must not stop the pool from trying again later.
+        time.sleep(2)
+        assert_degraded(client, 0.5)
+        cluster.start()
+        health_until(client, 200, within=10)
+        assert client.get("/health").json()["database"] == "ok"
+
+
+def test_app_starts_while_database_is_down_and_recovers(cluster):
+    cluster.stop()
+    settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert_degraded(client, 0.5)
+        cluster.start()
+        health_until(client, 200, within=10)
