@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -122,7 +123,20 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def client(db: psycopg.Connection, make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The app with its lifespan running, on empty tables."""
-    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as test_client:
-        yield test_client
+def make_client(
+    db: psycopg.Connection, make_settings: Callable[..., Settings]
+) -> Iterator[Callable[..., TestClient]]:
+    """Clients of apps built with setting overrides, lifespans running, on empty tables."""
+    with ExitStack() as stack:
+
+        def make(**overrides: str) -> TestClient:
+            app = create_app(make_settings(**overrides))
+            return stack.enter_context(TestClient(app, raise_server_exceptions=False))
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """The app with default test settings."""
+    return make_client()

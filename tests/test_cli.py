@@ -76,8 +76,9 @@ def test_serve_refuses_to_start_while_migrations_are_pending(pg_server):
     else:
         server.stop()
         raise AssertionError("the server started with pending migrations")
+    names = ", ".join(m.path.name for m in migrate.discover())
     assert message.splitlines()[-1] == (
-        "todo-server: migration error: migrations pending: 0001_create_users_and_tasks.sql;"
+        f"todo-server: migration error: migrations pending: {names};"
         " run `todo-server migrate` (or ./run.sh migrate) first"
     )
     assert "Traceback" not in message

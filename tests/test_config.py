@@ -54,6 +54,20 @@ def test_values_are_parsed():
     assert (settings.log_level, settings.log_format) == ("debug", "json")
 
 
+def test_token_settings():
+    settings = load_settings(env())
+    assert settings.jwt_algorithms == ("HS256",)
+    assert (settings.jwt_issuer, settings.jwt_audience, settings.jwks_url) == (None, None, None)
+    assert settings.access_token_ttl == 86400
+    jwks = load_settings(env(JWT_JWKS_URL="https://app.example.com/api/auth/jwks"))
+    assert jwks.jwt_algorithms == ("EdDSA", "HS256")
+    chosen = load_settings(
+        env(JWT_JWKS_URL="https://app.example.com/api/auth/jwks", JWT_ALGORITHMS="rs256, EdDSA")
+    )
+    assert chosen.jwt_algorithms == ("RS256", "EdDSA")
+    assert not chosen.accepts_shared_secret_tokens
+
+
 def test_production_logs_json_by_default():
     assert load_settings(env(ENVIRONMENT="production")).log_format == "json"
 
@@ -77,6 +91,15 @@ def test_production_logs_json_by_default():
         ("DB_POOL_TIMEOUT", {"DB_POOL_TIMEOUT": "nan"}),
         ("DB_STATEMENT_TIMEOUT", {"DB_STATEMENT_TIMEOUT": "-1"}),
         ("DB_PREPARE_THRESHOLD", {"DB_PREPARE_THRESHOLD": "sometimes"}),
+        ("ACCESS_TOKEN_TTL", {"ACCESS_TOKEN_TTL": "10"}),
+        ("JWT_JWKS_URL", {"JWT_JWKS_URL": "ftp://keys"}),
+        ("JWT_JWKS_URL", {"JWT_JWKS_URL": "http://app/jwks", "ENVIRONMENT": "production"}),
+        ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "none"}),
+        ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "HS256,"}),
+        ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "EdDSA"}),  # no JWKS to find its keys
+        ("JWT_JWKS_REFRESH_INTERVAL", {"JWT_JWKS_REFRESH_INTERVAL": "soon"}),
+        ("LOGIN_MAX_FAILURES", {"LOGIN_MAX_FAILURES": "0"}),
+        ("LOGIN_MAX_FAILURES_PER_IP", {"LOGIN_MAX_FAILURES_PER_IP": "x"}),
         ("LOG_LEVEL", {"LOG_LEVEL": "loud"}),
         ("LOG_FORMAT", {"LOG_FORMAT": "xml"}),
     ],

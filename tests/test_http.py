@@ -8,8 +8,11 @@ import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from tests.tokens import bearer, frontend_token
 from todo_server.app import create_app
 from todo_server.logs import RequestIdFilter
+
+AUTH = bearer(frontend_token("http-tests"))
 
 
 def assert_error(r, status: int, code: str) -> dict:
@@ -24,8 +27,12 @@ def assert_error(r, status: int, code: str) -> dict:
 
 
 def test_unknown_route_is_404_in_the_error_format(client):
-    body = assert_error(client.get("/no/such/thing"), 404, "not_found")
+    body = assert_error(client.get("/no/such/thing", headers=AUTH), 404, "not_found")
     assert body["details"] is None
+
+
+def test_unknown_route_without_a_token_is_401_not_a_route_oracle(client):
+    assert_error(client.get("/no/such/thing"), 401, "unauthorized")
 
 
 def test_unknown_method_is_405_in_the_error_format(client):
@@ -37,7 +44,7 @@ def test_unknown_method_is_405_in_the_error_format(client):
 def test_request_id_is_echoed_when_sane(client):
     r = client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
-    r = client.get("/nope", headers={"X-Request-ID": "trace-7"})
+    r = client.get("/nope", headers={**AUTH, "X-Request-ID": "trace-7"})
     assert r.json()["request_id"] == "trace-7"
 
 
@@ -109,9 +116,9 @@ def test_streamed_body_over_64_kib_is_refused_with_413(make_settings, db):
 
     with TestClient(app, raise_server_exceptions=False) as client:
         # No Content-Length: the limit is enforced while reading.
-        r = client.post("/echo", content=chunks(64 * 1024 + 4096))
+        r = client.post("/echo", content=chunks(64 * 1024 + 4096), headers=AUTH)
         assert_error(r, 413, "payload_too_large")
-        r = client.post("/echo", content=chunks(64 * 1024))
+        r = client.post("/echo", content=chunks(64 * 1024), headers=AUTH)
         assert r.json() == {"length": 64 * 1024}
     assert seen == [64 * 1024]
 
@@ -124,7 +131,7 @@ def test_unexpected_error_is_500_without_a_stack_trace(make_settings, db, caplog
     app.router.routes.append(Route("/explode", explode))
     caplog.handler.addFilter(RequestIdFilter())
     with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
-        r = client.get("/explode", headers={"X-Request-ID": "boom-1"})
+        r = client.get("/explode", headers={**AUTH, "X-Request-ID": "boom-1"})
     body = assert_error(r, 500, "internal_error")
     assert body == {
         "code": "internal_error",

@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from todo_server import migrate
+from todo_server import accounts, migrate
+from todo_server.auth import AuthMiddleware
 from todo_server.config import Settings
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from todo_server.throttle import LoginThrottle
+from todo_server.tokens import TokenVerifier
 
 logger = logging.getLogger("todo_server.app")
 
@@ -62,12 +65,19 @@ def create_app(
         pool = create_pool(settings.database)
         await pool.open(wait=False)
         try:
-            yield {"pool": pool, "settings": settings}
+            yield {"pool": pool, "settings": settings, "login_throttle": login_throttle}
         finally:
             await pool.close()
 
+    login_throttle = LoginThrottle(
+        max_per_email=settings.login_max_failures,
+        max_per_ip=settings.login_max_failures_per_ip,
+    )
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/auth/register", accounts.register, methods=["POST"]),
+        Route("/auth/login", accounts.login, methods=["POST"]),
+        Route("/auth/me", accounts.me, methods=["GET"]),
     ]
     middleware = [
         Middleware(RequestContextMiddleware),
@@ -79,6 +89,7 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             allow_credentials=True,
         ),
+        Middleware(AuthMiddleware, verifier=TokenVerifier(settings)),
         Middleware(BodyLimitMiddleware),
     ]
     return Starlette(

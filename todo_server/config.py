@@ -23,6 +23,21 @@ ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
+#: HS256 is verified with BETTER_AUTH_SECRET; the others only with keys from the JWKS.
+SHARED_SECRET_ALGORITHMS = ("HS256",)
+JWKS_ALGORITHMS = (
+    "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+)
+
 #: name -> (default shown in the docs, description). Order is the README's order.
 SETTINGS: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("(required)", "PostgreSQL URL, postgresql://user:pass@host:port/db"),
@@ -36,6 +51,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "DB_POOL_TIMEOUT": ("5", "Seconds to wait for a connection before answering 503"),
     "DB_STATEMENT_TIMEOUT": ("5", "Seconds a statement may run (0 = no limit)"),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
+    "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
+    "JWT_ISSUER": ("(unset)", "Required iss claim of every token, and iss of issued tokens"),
+    "JWT_AUDIENCE": ("(unset)", "Required aud claim of every token, and aud of issued tokens"),
+    "JWT_JWKS_URL": ("(unset)", "JWKS of a Better Auth frontend, e.g. https://app/api/auth/jwks"),
+    "JWT_ALGORITHMS": ("HS256; EdDSA,HS256 with JWT_JWKS_URL", "Accepted token algorithms"),
+    "JWT_JWKS_REFRESH_INTERVAL": ("30", "Fewest seconds between JWKS fetches for unknown key ids"),
+    "LOGIN_MAX_FAILURES": ("10", "Failed logins per email in 15 minutes before 429"),
+    "LOGIN_MAX_FAILURES_PER_IP": (
+        "50",
+        "Failed logins per client address in 15 minutes before 429",
+    ),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
 }
@@ -78,6 +104,19 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     log_format: str = "text"
+    access_token_ttl: int = 86400
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = SHARED_SECRET_ALGORITHMS
+    jwks_refresh_interval: float = 30.0
+    login_max_failures: int = 10
+    login_max_failures_per_ip: int = 50
+
+    @property
+    def accepts_shared_secret_tokens(self) -> bool:
+        """Whether HS256 tokens (ours and a frontend's) are accepted at all."""
+        return "HS256" in self.jwt_algorithms
 
     @property
     def is_production(self) -> bool:
@@ -143,6 +182,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if production and "*" in origins:
         raise ConfigError("ALLOWED_ORIGINS", "'*' is refused in production; list the origins")
 
+    jwks_url = _get(env, "JWT_JWKS_URL")
+    if jwks_url is not None:
+        parts = urlsplit(jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("JWT_JWKS_URL", "must be an http(s) URL")
+        if production and parts.scheme != "https":
+            raise ConfigError("JWT_JWKS_URL", "must use https in production")
+
     return Settings(
         database=database,
         secret=secret,
@@ -152,6 +199,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
+        access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
+        jwt_issuer=_get(env, "JWT_ISSUER"),
+        jwt_audience=_get(env, "JWT_AUDIENCE"),
+        jwks_url=jwks_url,
+        jwt_algorithms=_algorithms(env, jwks_url),
+        jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
+        login_max_failures=_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1),
+        login_max_failures_per_ip=_int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1),
     )
 
 
@@ -224,3 +279,23 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
                 "ALLOWED_ORIGINS", f"{origin!r} is not an origin like https://app.example.com"
             )
     return origins
+
+
+def _algorithms(env: Mapping[str, str], jwks_url: str | None) -> tuple[str, ...]:
+    text = _get(env, "JWT_ALGORITHMS")
+    if text is None:
+        return ("EdDSA", "HS256") if jwks_url else SHARED_SECRET_ALGORITHMS
+    known = {name.lower(): name for name in SHARED_SECRET_ALGORITHMS + JWKS_ALGORITHMS}
+    chosen: list[str] = []
+    for part in text.split(","):
+        name = known.get(part.strip().lower())
+        if name is None:
+            raise ConfigError(
+                "JWT_ALGORITHMS",
+                f"{part.strip()!r} is not one of {', '.join(known.values())}",
+            )
+        if name in JWKS_ALGORITHMS and jwks_url is None:
+            raise ConfigError("JWT_ALGORITHMS", f"{name} needs JWT_JWKS_URL to find its keys")
+        if name not in chosen:
+            chosen.append(name)
+    return tuple(chosen)

@@ -20,6 +20,10 @@ logger = logging.getLogger("todo_server.db")
 
 RECONNECT_TIMEOUT_SECONDS = 3.0
 
+SESSION_SETTINGS_SQL = """
+SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC', false)
+"""
+
 
 def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
     """A closed pool configured from the settings; open it in the lifespan."""
@@ -28,9 +32,8 @@ def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # A session setting rather than a startup option, so it also works
         # through poolers that refuse unknown startup parameters.
-        await conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)", (f"{statement_timeout_ms}ms",)
-        )
+        # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
+        await conn.execute(SESSION_SETTINGS_SQL, (f"{statement_timeout_ms}ms",))
 
     return AsyncConnectionPool(
         settings.url,

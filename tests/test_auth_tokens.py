@@ -1,0 +1,257 @@
+"""Which bearer tokens open the API, and the exact 401 for every one that does not."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.tokens import JwksServer, SigningKey, bearer, claims, frontend_token, hs256
+
+INVALID = 'Bearer error="invalid_token"'
+
+
+def assert_401(r, www_authenticate: str = INVALID) -> None:
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"] == www_authenticate
+    body = r.json()
+    assert body["code"] == "unauthorized"
+    assert body["details"] is None
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+@pytest.fixture
+def jwks():
+    server = JwksServer([SigningKey.ed25519("ed-1"), SigningKey.rsa("rsa-1")])
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def jwks_client(make_client, jwks):
+    return make_client(JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,RS256,HS256")
+
+
+# --- tokens that work ---------------------------------------------------------
+
+
+def test_frontend_shared_secret_token_opens_the_api(client):
+    token = frontend_token("user_abc", email="a@example.com", name="Ada")
+    r = client.get("/auth/me", headers=bearer(token))
+    assert r.status_code == 200
+    assert r.json() == {"id": "user_abc", "email": "a@example.com", "name": "Ada"}
+
+
+def test_minimal_shared_secret_token_needs_only_sub_and_exp(client):
+    token = hs256({"sub": "opaque-id-42", "exp": int(time.time()) + 60})
+    r = client.get("/auth/me", headers=bearer(token))
+    assert r.json() == {"id": "opaque-id-42", "email": None, "name": None}
+
+
+def test_better_auth_eddsa_and_rs256_tokens_verify_against_the_jwks(jwks_client, jwks):
+    ed, rsa_key = jwks.keys
+    payload = claims("ba_user_1", email="b@example.com", name="Bea", emailVerified=True)
+    for key in (ed, rsa_key):
+        r = jwks_client.get("/auth/me", headers=bearer(key.sign(payload)))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"id": "ba_user_1", "email": "b@example.com", "name": "Bea"}
+
+
+def test_expiry_has_thirty_seconds_leeway(client):
+    token = hs256({"sub": "u", "exp": int(time.time()) - 10})
+    assert client.get("/auth/me", headers=bearer(token)).status_code == 200
+
+
+def test_subject_of_255_characters_is_accepted(client):
+    token = frontend_token("s" * 255)
+    assert client.get("/auth/me", headers=bearer(token)).status_code == 200
+
+
+def test_issuer_and_audience_are_checked_when_configured(make_client):
+    client = make_client(
+        JWT_ISSUER="https://app.example.com", JWT_AUDIENCE="https://app.example.com"
+    )
+    good = frontend_token(iss="https://app.example.com", aud="https://app.example.com")
+    assert client.get("/auth/me", headers=bearer(good)).status_code == 200
+    for bad in (
+        frontend_token(iss="https://evil.example.com", aud="https://app.example.com"),
+        frontend_token(iss="https://app.example.com", aud="https://evil.example.com"),
+        frontend_token(aud="https://app.example.com"),
+        frontend_token(iss="https://app.example.com"),
+    ):
+        assert_401(client.get("/auth/me", headers=bearer(bad)))
+
+
+# --- tokens that do not -----------------------------------------------------------
+
+
+def test_missing_header_is_401_with_plain_bearer_challenge(client):
+    assert_401(client.get("/auth/me"), "Bearer")
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   "])
+def test_other_schemes_and_empty_bearer_are_401(client, header):
+    assert_401(client.get("/auth/me", headers={"Authorization": header}), "Bearer")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        b"not-a-jwt",
+        b"a.b.c",
+        b"eyJhbGciOiJIUzI1NiJ9.e30",  # two parts
+        "\u00e9t\u00e9.x.y".encode(),  # not ASCII
+    ],
+)
+def test_garbage_is_401(client, token):
+    assert_401(client.get("/auth/me", headers={"Authorization": b"Bearer " + token}))
+
+
+def test_bad_signature_is_401(client):
+    forged = hs256(claims(), secret="another-secret-that-is-long-enough-1234")
+    assert_401(client.get("/auth/me", headers=bearer(forged)))
+
+
+def test_alg_none_is_401(client):
+    unsigned = jwt.encode(claims(), key=None, algorithm="none")
+    assert_401(client.get("/auth/me", headers=bearer(unsigned)))
+
+
+def test_algorithm_outside_the_allow_list_is_401(client):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        hs512 = jwt.encode(claims(), TEST_SECRET, algorithm="HS512")
+    assert_401(client.get("/auth/me", headers=bearer(hs512)))
+    ed = SigningKey.ed25519("ed-x")
+    assert_401(client.get("/auth/me", headers=bearer(ed.sign(claims()))))
+
+
+def test_hs256_is_refused_when_only_jwks_algorithms_are_allowed(make_client, jwks):
+    client = make_client(JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,RS256")
+    assert_401(client.get("/auth/me", headers=bearer(frontend_token())))
+    ed = jwks.keys[0]
+    assert client.get("/auth/me", headers=bearer(ed.sign(claims()))).status_code == 200
+
+
+def test_public_key_presented_as_hs256_secret_is_401(jwks_client, jwks):
+    """Algorithm confusion: the attacker HMACs with the public key everybody can fetch."""
+    rsa_key = jwks.keys[1]
+    from cryptography.hazmat.primitives import serialization
+
+    public_pem = rsa_key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import hashlib
+    import hmac
+    import json
+
+    from jwt.utils import base64url_encode
+
+    header = base64url_encode(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode())
+    body = base64url_encode(json.dumps(claims()).encode())
+    signature = base64url_encode(
+        hmac.new(public_pem, header + b"." + body, hashlib.sha256).digest()
+    )
+    forged = b".".join([header, body, signature]).decode()
+    assert_401(jwks_client.get("/auth/me", headers=bearer(forged)))
+
+
+def test_token_signed_by_jwks_key_under_another_algorithm_is_401(jwks_client, jwks):
+    rsa_key = jwks.keys[1]
+    # Signed with the right private key, but claiming PS256 where the JWK says RS256.
+    token = rsa_key.sign(claims(), algorithm="PS256")
+    assert_401(jwks_client.get("/auth/me", headers=bearer(token)))
+
+
+def test_expired_token_is_401(client):
+    token = hs256({"sub": "u", "exp": int(time.time()) - 31})
+    r = client.get("/auth/me", headers=bearer(token))
+    assert_401(r)
+    assert r.json()["message"] == "Token has expired"
+
+
+def test_token_not_yet_valid_is_401(client):
+    assert_401(client.get("/auth/me", headers=bearer(frontend_token(nbf=int(time.time()) + 120))))
+
+
+@pytest.mark.parametrize("missing", ["exp", "sub"])
+def test_token_without_exp_or_sub_is_401(client, missing):
+    payload = claims()
+    del payload[missing]
+    assert_401(client.get("/auth/me", headers=bearer(hs256(payload))))
+
+
+def test_jwks_token_without_iat_is_401(jwks_client, jwks):
+    payload = claims()
+    del payload["iat"]
+    assert_401(jwks_client.get("/auth/me", headers=bearer(jwks.keys[0].sign(payload))))
+
+
+@pytest.mark.parametrize("sub", ["", "   ", "s" * 256, "bad\x00sub", 42])
+def test_empty_overlong_or_odd_subject_is_401(client, sub):
+    assert_401(client.get("/auth/me", headers=bearer(hs256(claims(sub=sub)))))
+
+
+def test_token_over_8_kib_is_401_even_when_signed(client):
+    token = frontend_token(padding="x" * 8200)
+    assert len(token) > 8 * 1024
+    assert_401(client.get("/auth/me", headers=bearer(token)))
+
+
+def test_failures_are_logged_with_reason_and_request_id_but_never_the_token(client, caplog):
+    from todo_server.logs import RequestIdFilter
+
+    caplog.handler.addFilter(RequestIdFilter())
+    token = hs256({"sub": "u", "exp": int(time.time()) - 3600})
+    with caplog.at_level(logging.INFO, logger="todo_server.auth"):
+        client.get("/auth/me", headers={**bearer(token), "X-Request-ID": "req-401"})
+    records = [r for r in caplog.records if r.name == "todo_server.auth"]
+    assert [r.getMessage() for r in records] == ["authentication failed: expired"]
+    assert records[0].request_id == "req-401"
+    assert all(token not in r.getMessage() for r in caplog.records)
+
+
+def test_public_routes_need_no_token(client):
+    assert client.get("/health").status_code == 200
+    r = client.post("/auth/login", json={"email": "nobody@example.com", "password": "whatever1"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+# --- the JWKS cache -------------------------------------------------------------
+
+
+def test_rotated_key_is_picked_up(make_client, jwks):
+    client = make_client(
+        JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA", JWT_JWKS_REFRESH_INTERVAL="0.2"
+    )
+    old = jwks.keys[0]
+    assert client.get("/auth/me", headers=bearer(old.sign(claims()))).status_code == 200
+    new = SigningKey.ed25519("ed-2")
+    jwks.keys = [new]
+    time.sleep(0.25)
+    assert client.get("/auth/me", headers=bearer(new.sign(claims()))).status_code == 200
+
+
+def test_flood_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval(jwks_client, jwks):
+    ed = jwks.keys[0]
+    assert jwks_client.get("/auth/me", headers=bearer(ed.sign(claims()))).status_code == 200
+    assert jwks.fetches == 1
+    for _ in range(50):
+        token = ed.sign(claims(), kid=uuid.uuid4().hex)
+        assert_401(jwks_client.get("/auth/me", headers=bearer(token)))
+    assert jwks.fetches == 1
+
+
+def test_unreachable_jwks_answers_503_until_keys_are_known(make_client):
+    client = make_client(JWT_JWKS_URL="http://127.0.0.1:9/jwks", JWT_ALGORITHMS="EdDSA")
+    token = SigningKey.ed25519("ed-1").sign(claims())
+    r = client.get("/auth/me", headers=bearer(token))
+    assert r.status_code == 503
+    assert r.json()["code"] == "service_unavailable"
+    assert r.headers["retry-after"] == "2"

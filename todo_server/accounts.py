@@ -1,0 +1,230 @@
+"""Local accounts: ``POST /auth/register``, ``POST /auth/login``, ``GET /auth/me``.
+
+Wrong password and unknown email get the same 401 body and take the same time
+(an unknown email is checked against a dummy hash). Failed logins are throttled
+per email and per client address (see ``throttle``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from todo_server.bodies import FieldErrors, has_control_nul, read_form_or_json, read_json_object
+from todo_server.config import Settings
+from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
+from todo_server.passwords import (
+    dummy_hash,
+    hash_password_async,
+    needs_rehash,
+    verify_password_async,
+)
+from todo_server.throttle import LoginThrottle
+from todo_server.tokens import AuthUser, issue_token
+
+logger = logging.getLogger("todo_server.accounts")
+
+MAX_EMAIL_LENGTH = 254
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+MAX_NAME_LENGTH = 100
+
+INSERT_LOCAL_USER_SQL = """
+INSERT INTO users (id, email, name, password_hash)
+VALUES (%(id)s, %(email)s, %(name)s, %(password_hash)s)
+ON CONFLICT (lower(email)) WHERE password_hash IS NOT NULL DO NOTHING
+RETURNING id, email, name, created_at
+"""
+
+FIND_LOCAL_USER_BY_EMAIL_SQL = """
+SELECT id, email, name, created_at, password_hash
+FROM users
+WHERE lower(email) = %(email)s AND password_hash IS NOT NULL
+"""
+
+FIND_LOCAL_USER_BY_ID_SQL = """
+SELECT id, email, name, created_at FROM users WHERE id = %(id)s AND password_hash IS NOT NULL
+"""
+
+UPDATE_PASSWORD_HASH_SQL = """
+UPDATE users SET password_hash = %(password_hash)s, updated_at = now() WHERE id = %(id)s
+"""
+
+INVALID_CREDENTIALS = "Invalid email or password"
+
+
+def normalize_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def email_problem(email: str) -> str | None:
+    """Why ``email`` (already normalized) is not a plausible address, or None."""
+    if not email:
+        return "is required"
+    if len(email) > MAX_EMAIL_LENGTH:
+        return f"must be at most {MAX_EMAIL_LENGTH} characters"
+    local, at, domain = email.partition("@")
+    if (
+        not at
+        or "@" in domain
+        or not local
+        or not domain
+        or any(char.isspace() or ord(char) < 0x20 for char in email)
+        or domain.startswith(".")
+        or domain.endswith(".")
+    ):
+        return "must be an email address like name@example.com"
+    return None
+
+
+def validate_registration(data: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(email, password, name) from a register body, or a 422 listing every problem."""
+    errors = FieldErrors()
+    errors.unknown_fields(data, {"email", "password", "name"})
+
+    email = ""
+    raw_email = data.get("email")
+    if not isinstance(raw_email, str):
+        errors.add("email", "is required" if raw_email is None else "must be a string")
+    else:
+        email = normalize_email(raw_email)
+        problem = email_problem(email)
+        if problem:
+            errors.add("email", problem)
+
+    password = data.get("password")
+    if not isinstance(password, str):
+        errors.add("password", "is required" if password is None else "must be a string")
+    elif not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        errors.add(
+            "password",
+            f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+        )
+
+    name = data.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            errors.add("name", "must be a string or null")
+        elif len(name.strip()) > MAX_NAME_LENGTH:
+            errors.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
+        elif has_control_nul(name):
+            errors.add("name", "must not contain NUL characters")
+        else:
+            name = name.strip() or None
+    errors.raise_if_any()
+    assert isinstance(password, str)
+    return email, password, name
+
+
+def validate_login(data: dict[str, Any]) -> tuple[str, str]:
+    """(email, password) from a JSON body or an OAuth2 password-flow form."""
+    errors = FieldErrors()
+    is_form_post = "username" in data and "email" not in data
+    raw_email = data.get("username") if is_form_post else data.get("email")
+    field = "username" if is_form_post else "email"
+    if not isinstance(raw_email, str) or not raw_email.strip():
+        errors.add(field, "is required" if raw_email in (None, "") else "must be a string")
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        errors.add("password", "is required" if password in (None, "") else "must be a string")
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        errors.add("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+    errors.raise_if_any()
+    assert isinstance(raw_email, str) and isinstance(password, str)
+    return normalize_email(raw_email), password
+
+
+def user_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "email": row["email"],
+        "name": row["name"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def token_json(settings: Settings, user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "access_token": issue_token(settings, user["id"], user["email"], user["name"]),
+        "token_type": "bearer",
+        "expires_in": settings.access_token_ttl,
+        "user": user_json(user),
+    }
+
+
+def refuse_when_local_accounts_disabled(settings: Settings) -> None:
+    if not settings.accepts_shared_secret_tokens:
+        raise Forbidden("Local accounts are disabled: JWT_ALGORITHMS does not accept HS256 tokens")
+
+
+async def register(request: Request) -> JSONResponse:
+    settings: Settings = request.state.settings
+    pool: AsyncConnectionPool = request.state.pool
+    refuse_when_local_accounts_disabled(settings)
+    email, password, name = validate_registration(await read_json_object(request))
+    password_hash = await hash_password_async(password)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            INSERT_LOCAL_USER_SQL,
+            {"id": str(uuid.uuid4()), "email": email, "name": name, "password_hash": password_hash},
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise Conflict("An account with this email already exists")
+    logger.info("registered user %s", row["id"])
+    return JSONResponse(token_json(settings, row), status_code=201)
+
+
+async def login(request: Request) -> JSONResponse:
+    settings: Settings = request.state.settings
+    pool: AsyncConnectionPool = request.state.pool
+    throttle: LoginThrottle = request.state.login_throttle
+    refuse_when_local_accounts_disabled(settings)
+    email, password = validate_login(await read_form_or_json(request))
+    client_ip = request.client.host if request.client else "unknown"
+
+    async with pool.connection() as conn:
+        retry_after = await throttle.retry_after(conn, email, client_ip)
+        if retry_after is not None:
+            logger.warning("login throttled (retry after %ss)", retry_after)
+            raise RateLimited(
+                "Too many failed logins; try again later",
+                headers={"Retry-After": str(retry_after)},
+            )
+        cursor = await conn.execute(FIND_LOCAL_USER_BY_EMAIL_SQL, {"email": email})
+        user = await cursor.fetchone()
+
+    stored = user["password_hash"] if user else dummy_hash()
+    matches = await verify_password_async(password, stored)
+
+    if user is None or not matches:
+        async with pool.connection() as conn:
+            await throttle.record_failure(conn, email, client_ip)
+        logger.info("login failed (%s)", "unknown email" if user is None else "wrong password")
+        raise Unauthorized(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+
+    # Hash before taking a connection: scrypt takes a third of a second.
+    upgraded = await hash_password_async(password) if needs_rehash(stored) else None
+    async with pool.connection() as conn:
+        await throttle.clear(conn, email)
+        if upgraded is not None:
+            await conn.execute(
+                UPDATE_PASSWORD_HASH_SQL, {"id": user["id"], "password_hash": upgraded}
+            )
+    return JSONResponse(token_json(settings, user))
+
+
+async def me(request: Request) -> JSONResponse:
+    user: AuthUser = request.state.user
+    pool: AsyncConnectionPool = request.state.pool
+    async with pool.connection() as conn:
+        cursor = await conn.execute(FIND_LOCAL_USER_BY_ID_SQL, {"id": user.id})
+        row = await cursor.fetchone()
+    if row is not None:
+        return JSONResponse(user_json(row))
+    return JSONResponse({"id": user.id, "email": user.email, "name": user.name})

@@ -1,0 +1,142 @@
+"""Issuing and verifying the JWTs that carry a user to this API.
+
+Three sources are accepted:
+
+1. tokens this service issues at ``/auth/login`` and ``/auth/register``
+   (HS256 with ``BETTER_AUTH_SECRET``);
+2. tokens a frontend mints itself with the same shared secret (HS256);
+3. Better Auth JWT-plugin tokens, checked against the frontend's JWKS
+   (EdDSA by default; RS/PS/ES also possible).
+
+The algorithm allow-list comes from configuration, never from the token. The
+key is chosen by the algorithm's family: HS256 only ever meets the shared
+secret, and asymmetric algorithms only ever meet a JWKS key whose own algorithm
+must match, so a public key can never be replayed as an HMAC secret.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from todo_server.config import Settings
+from todo_server.jwks import JwksCache, JwksUnavailable
+
+MAX_TOKEN_BYTES = 8 * 1024
+MAX_SUBJECT_LENGTH = 255
+LEEWAY_SECONDS = 30
+
+
+class InvalidToken(Exception):
+    """The token was refused; ``reason`` is for logs, ``public`` for the client."""
+
+    def __init__(self, reason: str, public: str = "Invalid token") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.public = public
+
+
+@dataclass(frozen=True)
+class AuthUser:
+    """The authenticated caller, as ``request.state.user``."""
+
+    id: str
+    email: str | None
+    name: str | None
+    claims: dict[str, Any] = field(repr=False, compare=False)
+
+
+def issue_token(settings: Settings, user_id: str, email: str | None, name: str | None) -> str:
+    """An HS256 access token for a local account."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "email": email,
+        "name": name,
+        "iat": now,
+        "exp": now + settings.access_token_ttl,
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.secret, algorithm="HS256")
+
+
+def _optional_text(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+class TokenVerifier:
+    """Checks a bearer token against the configured sources and returns its user."""
+
+    def __init__(self, settings: Settings, jwks: JwksCache | None = None) -> None:
+        self.settings = settings
+        self.algorithms = settings.jwt_algorithms
+        self.jwks = jwks
+        if jwks is None and settings.jwks_url:
+            self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
+
+    async def verify(self, token: str) -> AuthUser:
+        """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``)."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken("token over 8 KiB")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"not a JWT: {exc}") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise InvalidToken(f"algorithm {algorithm!r} not allowed")
+
+        key: Any
+        required = ["exp", "sub"]
+        if algorithm == "HS256":
+            key = self.settings.secret
+        else:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or self.jwks is None:
+                raise InvalidToken("asymmetric token without a kid")
+            key = await self.jwks.key_for(kid)
+            if key is None:
+                raise InvalidToken(f"unknown kid {kid[:64]!r}")
+            required.append("iat")
+
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                leeway=LEEWAY_SECONDS,
+                issuer=self.settings.jwt_issuer,
+                audience=self.settings.jwt_audience,
+                options={
+                    "require": required,
+                    "verify_aud": self.settings.jwt_audience is not None,
+                    "verify_iss": self.settings.jwt_issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("expired", "Token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InvalidToken("empty sub")
+        if len(subject) > MAX_SUBJECT_LENGTH:
+            raise InvalidToken("sub over 255 characters")
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in subject):
+            raise InvalidToken("sub with control characters")
+        return AuthUser(
+            id=subject,
+            email=_optional_text(claims.get("email"), 254),
+            name=_optional_text(claims.get("name"), 100),
+            claims=claims,
+        )
+
+
+__all__ = ["AuthUser", "InvalidToken", "JwksUnavailable", "TokenVerifier", "issue_token"]
