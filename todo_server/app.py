@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from todo_server import accounts, migrate
+from todo_server import accounts, migrate, tasks
 from todo_server.auth import AuthMiddleware
 from todo_server.config import Settings
+from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -65,7 +66,12 @@ def create_app(
         pool = create_pool(settings.database)
         await pool.open(wait=False)
         try:
-            yield {"pool": pool, "settings": settings, "login_throttle": login_throttle}
+            yield {
+                "pool": pool,
+                "settings": settings,
+                "login_throttle": login_throttle,
+                "cursors": CursorCodec(settings.secret),
+            }
         finally:
             await pool.close()
 
@@ -78,6 +84,7 @@ def create_app(
         Route("/auth/register", accounts.register, methods=["POST"]),
         Route("/auth/login", accounts.login, methods=["POST"]),
         Route("/auth/me", accounts.me, methods=["GET"]),
+        *tasks.task_routes(),
     ]
     middleware = [
         Middleware(RequestContextMiddleware),

@@ -62,6 +62,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "50",
         "Failed logins per client address in 15 minutes before 429",
     ),
+    "MAX_TASKS_PER_USER": ("10000", "Most live (not deleted) tasks one user may have"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
 }
@@ -112,6 +113,7 @@ class Settings:
     jwks_refresh_interval: float = 30.0
     login_max_failures: int = 10
     login_max_failures_per_ip: int = 50
+    max_tasks_per_user: int = 10000
 
     @property
     def accepts_shared_secret_tokens(self) -> bool:
@@ -207,6 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
         login_max_failures=_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1),
         login_max_failures_per_ip=_int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1),
+        max_tasks_per_user=_int(env, "MAX_TASKS_PER_USER", 10000, minimum=1),
     )
 
 

@@ -1,0 +1,63 @@
+"""Shared helpers for the tasks API tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tests.tokens import bearer, frontend_token
+
+PREFIXES = ("/api/tasks", "/api/{user}/tasks", "/users/{user}/tasks")
+TASK_KEYS = {
+    "id",
+    "user_id",
+    "title",
+    "description",
+    "completed",
+    "completed_at",
+    "priority",
+    "due_at",
+    "tags",
+    "created_at",
+    "updated_at",
+}
+
+
+class User:
+    """A user with a frontend-minted token, calling the API under one prefix."""
+
+    def __init__(self, client, user_id: str, prefix: str = PREFIXES[0]) -> None:
+        self.client = client
+        self.id = user_id
+        self.headers = bearer(frontend_token(user_id, email=f"{user_id}@example.com"))
+        self.base = prefix.format(user=user_id)
+
+    def url(self, suffix: str = "") -> str:
+        return self.base + suffix
+
+    def request(self, method: str, suffix: str = "", **kwargs: Any):
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.client.request(method, self.url(suffix), headers=headers, **kwargs)
+
+    def create(self, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("title", "A task")
+        r = self.request("POST", json=fields)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def list(self, **params: Any) -> dict[str, Any]:
+        r = self.request("GET", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def assert_error(r, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["code"] == code
+    assert set(body) == {"code", "message", "details", "request_id"}
+    return body

@@ -1,0 +1,68 @@
+"""Opaque, signed keyset-pagination cursors.
+
+A cursor carries the sort it belongs to and the last row's sort value and id.
+It is signed with a key derived from the server secret, so a client cannot
+forge one to steer the query; a tampered or foreign cursor is a 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from todo_server.errors import ValidationFailed
+
+MAX_CURSOR_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class Cursor:
+    sort: str  # e.g. "-created_at", or "sync" for updated_since walks
+    value: str | None  # the last row's sort value, as PostgreSQL text
+    id: str  # the last row's id
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CursorCodec:
+    """Signs and checks cursors with a key derived from ``secret``."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hmac.new(secret.encode(), b"todo-server cursor v1", hashlib.sha256).digest()
+
+    def _sign(self, payload: bytes) -> str:
+        return _b64(hmac.new(self._key, payload, hashlib.sha256).digest()[:16])
+
+    def encode(self, cursor: Cursor) -> str:
+        payload = json.dumps([cursor.sort, cursor.value, cursor.id], separators=(",", ":")).encode()
+        return f"{_b64(payload)}.{self._sign(payload)}"
+
+    def decode(self, text: str, expected_sort: str) -> Cursor:
+        """The cursor in ``text``; 422 when it was tampered with or belongs to another sort."""
+        invalid = ValidationFailed.field("cursor", "is not a cursor this server issued")
+        if len(text) > MAX_CURSOR_LENGTH or text.count(".") != 1:
+            raise invalid
+        body, signature = text.split(".")
+        try:
+            payload = _unb64(body)
+            if not hmac.compare_digest(self._sign(payload), signature):
+                raise invalid
+            sort, value, last_id = json.loads(payload)
+        except (ValueError, TypeError):
+            raise invalid from None
+        if not isinstance(sort, str) or not isinstance(last_id, str):
+            raise invalid
+        if value is not None and not isinstance(value, str):
+            raise invalid
+        if sort != expected_sort:
+            raise ValidationFailed.field("cursor", "belongs to another sort order")
+        return Cursor(sort, value, last_id)

@@ -1,0 +1,257 @@
+"""What a client may send about tasks, and the checks it must pass.
+
+The limits here are the single source for validation, error messages and the
+API document. They take the union of the older todo-backend contracts (title
+200 or 255, description 500 or 2000), so every older client's valid input stays
+valid. Every check reports a ``{"field", "message"}`` detail; all problems of
+one request are reported together, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from todo_server.bodies import FieldErrors
+from todo_server.errors import ValidationFailed
+
+TITLE_MAX = 255
+DESCRIPTION_MAX = 2000
+TAGS_MAX = 20
+TAG_MAX = 50
+QUERY_MAX = 255
+PRIORITIES = ("low", "medium", "high")
+DEFAULT_PRIORITY = "medium"
+LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 200, 100
+SORT_FIELDS = ("created_at", "updated_at", "due_at", "priority", "title")
+SORTS = tuple(s for name in SORT_FIELDS for s in (name, f"-{name}"))
+DEFAULT_SORT = "-created_at"
+
+WRITABLE_FIELDS = frozenset({"title", "description", "completed", "priority", "due_at", "tags"})
+SERVER_OWNED_FIELDS = frozenset(
+    {"id", "user_id", "completed_at", "created_at", "updated_at", "deleted_at", "deleted"}
+)
+LIST_PARAMETERS = frozenset(
+    {
+        "limit",
+        "cursor",
+        "sort",
+        "completed",
+        "priority",
+        "tag",
+        "q",
+        "due_before",
+        "due_after",
+        "updated_since",
+    }
+)
+
+RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 date-time with offset, in UTC; None when ``text`` is not one."""
+    match = RFC3339.match(text)
+    if match is None:
+        return None
+    date, time, fraction, offset = match.groups()
+    fraction = (fraction or "")[:7]  # Python keeps microseconds
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}").astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def is_task_id(text: str) -> bool:
+    return UUID_TEXT.match(text) is not None
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    return None
+
+
+def parse_task_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The writable fields present in ``data``, normalized; 422 listing every problem.
+
+    On create, ``title`` is required and defaults fill the rest; on update, at
+    least one field must be given and only given fields change.
+    """
+    errors = FieldErrors()
+    for name in sorted(set(data) - WRITABLE_FIELDS):
+        errors.add(name, "is read-only" if name in SERVER_OWNED_FIELDS else "unknown field")
+
+    fields: dict[str, Any] = {}
+    if "title" in data:
+        title = data["title"]
+        if not isinstance(title, str):
+            errors.add("title", "must be a string")
+        elif not 1 <= len(title.strip()) <= TITLE_MAX:
+            errors.add("title", f"must be 1 to {TITLE_MAX} characters (after trimming)")
+        elif problem := _text_problem(title):
+            errors.add("title", problem)
+        else:
+            fields["title"] = title.strip()
+    elif creating:
+        errors.add("title", "is required")
+
+    if "description" in data:
+        description = data["description"]
+        if description is not None and not isinstance(description, str):
+            errors.add("description", "must be a string or null")
+        elif isinstance(description, str) and len(description) > DESCRIPTION_MAX:
+            errors.add("description", f"must be at most {DESCRIPTION_MAX} characters")
+        elif isinstance(description, str) and (problem := _text_problem(description)):
+            errors.add("description", problem)
+        else:
+            fields["description"] = description
+
+    if "completed" in data:
+        if not isinstance(data["completed"], bool):
+            errors.add("completed", "must be true or false")
+        else:
+            fields["completed"] = data["completed"]
+
+    if "priority" in data:
+        if data["priority"] not in PRIORITIES:
+            errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")
+        else:
+            fields["priority"] = data["priority"]
+
+    if "due_at" in data:
+        due_at = data["due_at"]
+        if due_at is None:
+            fields["due_at"] = None
+        elif not isinstance(due_at, str) or (parsed := parse_timestamp(due_at)) is None:
+            errors.add("due_at", "must be an RFC 3339 date-time with offset, or null")
+        else:
+            fields["due_at"] = parsed
+
+    if "tags" in data:
+        tags = _parse_tags(data["tags"], errors)
+        if tags is not None:
+            fields["tags"] = tags
+
+    if not creating and not data:
+        errors.add("body", "must contain at least one field to change")
+    errors.raise_if_any()
+    return fields
+
+
+def _parse_tags(value: Any, errors: FieldErrors) -> list[str] | None:
+    if not isinstance(value, list):
+        errors.add("tags", "must be a list of strings")
+        return None
+    if len(value) > TAGS_MAX:
+        errors.add("tags", f"must have at most {TAGS_MAX} tags")
+        return None
+    tags: list[str] = []
+    for index, tag in enumerate(value):
+        where = f"tags[{index}]"
+        if not isinstance(tag, str):
+            errors.add(where, "must be a string")
+        elif not 1 <= len(tag.strip()) <= TAG_MAX:
+            errors.add(where, f"must be 1 to {TAG_MAX} characters (after trimming)")
+        elif problem := _text_problem(tag):
+            errors.add(where, problem)
+        elif tag.strip() in tags:
+            errors.add(where, "repeats an earlier tag")
+        else:
+            tags.append(tag.strip())
+    return tags
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A validated ``GET .../tasks`` query."""
+
+    limit: int = LIMIT_DEFAULT
+    cursor: str | None = None
+    sort: str = DEFAULT_SORT
+    completed: bool | None = None
+    priority: str | None = None
+    tags: list[str] = field(default_factory=list)
+    q: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    updated_since: datetime | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return (
+            self.completed is not None
+            or self.priority is not None
+            or bool(self.tags)
+            or self.q is not None
+            or self.due_before is not None
+            or self.due_after is not None
+        )
+
+
+def parse_list_query(params: QueryParams) -> ListQuery:
+    """Check every query parameter; 422 listing every problem."""
+    errors = FieldErrors()
+    values: dict[str, Any] = {}
+    for name in sorted(set(params.keys()) - LIST_PARAMETERS):
+        errors.add(name, "unknown query parameter")
+    for name in LIST_PARAMETERS - {"tag"}:
+        if len(params.getlist(name)) > 1:
+            errors.add(name, "must be given at most once")
+
+    if (limit := params.get("limit")) is not None:
+        if not limit.isdigit() or not LIMIT_MIN <= int(limit) <= LIMIT_MAX:
+            errors.add("limit", f"must be a whole number from {LIMIT_MIN} to {LIMIT_MAX}")
+        else:
+            values["limit"] = int(limit)
+    if (cursor := params.get("cursor")) is not None:
+        values["cursor"] = cursor
+    if (sort := params.get("sort")) is not None:
+        if sort not in SORTS:
+            errors.add("sort", f"must be one of {', '.join(SORTS)}")
+        else:
+            values["sort"] = sort
+    if (completed := params.get("completed")) is not None:
+        if completed not in ("true", "false"):
+            errors.add("completed", "must be true or false")
+        else:
+            values["completed"] = completed == "true"
+    if (priority := params.get("priority")) is not None:
+        if priority not in PRIORITIES:
+            errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")
+        else:
+            values["priority"] = priority
+    tags = params.getlist("tag")
+    if tags:
+        if len(tags) > TAGS_MAX:
+            errors.add("tag", f"must be given at most {TAGS_MAX} times")
+        elif any(not 1 <= len(tag) <= TAG_MAX or "\x00" in tag for tag in tags):
+            errors.add("tag", f"must be 1 to {TAG_MAX} characters")
+        else:
+            values["tags"] = tags
+    if (q := params.get("q")) is not None:
+        if not 1 <= len(q) <= QUERY_MAX or "\x00" in q:
+            errors.add("q", f"must be 1 to {QUERY_MAX} characters")
+        else:
+            values["q"] = q
+    for name in ("due_before", "due_after", "updated_since"):
+        if (text := params.get(name)) is not None:
+            parsed = parse_timestamp(text)
+            if parsed is None:
+                errors.add(name, "must be an RFC 3339 date-time with offset")
+            else:
+                values[name] = parsed
+    errors.raise_if_any()
+
+    query = ListQuery(**values)
+    if query.updated_since is not None and (query.filtered or "sort" in values):
+        raise ValidationFailed.field(
+            "updated_since", "cannot be combined with filters or sort (changes come oldest first)"
+        )
+    return query

@@ -1,0 +1,377 @@
+"""Every SQL statement about tasks, and the functions that run them.
+
+Isolation is enforced here, in each statement: every one is scoped by
+``user_id = %(user_id)s`` from the verified token, so another user's task, a
+deleted task and a missing task all look the same (no row).
+
+PostgreSQL renders each task as JSON text (``TASK_JSON``), which is sent to the
+client as is: no Python objects for UUIDs, timestamps or dicts on the hot path.
+Timestamps come out as RFC 3339 in UTC because every session runs in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from todo_server.cursors import Cursor
+
+# The one place a task's public shape is defined.
+TASK_JSON = """json_build_object(
+    'id', t.id, 'user_id', t.user_id, 'title', t.title, 'description', t.description,
+    'completed', t.completed, 'completed_at', t.completed_at, 'priority', t.priority,
+    'due_at', t.due_at, 'tags', t.tags, 'created_at', t.created_at, 'updated_at', t.updated_at
+)::text"""
+
+TOMBSTONE_JSON = "json_build_object('id', t.id, 'deleted', true, 'updated_at', t.updated_at)::text"
+
+IF_MATCH = "(%(if_match)s::int[] IS NULL OR t.version = ANY(%(if_match)s::int[]))"
+
+# Taking a quota slot and creating the user's row if this is their first task
+# are one upsert: it locks the user's row, so concurrent creates queue there and
+# re-check the count, and the quota can never be overshot.
+CREATE_TASK_SQL = f"""
+WITH slot AS (
+    INSERT INTO users AS u (id, email, name, live_tasks)
+    VALUES (%(user_id)s, %(email)s, %(name)s, 1)
+    ON CONFLICT (id) DO UPDATE SET live_tasks = u.live_tasks + 1
+    WHERE u.live_tasks < %(max_tasks)s
+    RETURNING u.id
+)
+INSERT INTO tasks AS t
+    (user_id, title, description, completed, completed_at, priority, due_at, tags)
+SELECT slot.id, %(title)s, %(description)s, %(completed)s::boolean,
+       CASE WHEN %(completed)s::boolean THEN now() END,
+       %(priority)s::task_priority, %(due_at)s::timestamptz, %(tags)s::text[]
+FROM slot
+RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
+"""
+
+GET_TASK_SQL = f"""
+SELECT t.id::text AS id, t.version, {TASK_JSON} AS body
+FROM tasks AS t
+WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL
+"""
+
+# Static SQL for any subset of fields: each column keeps its value unless its
+# set_ flag is true. One statement text means one prepared plan.
+UPDATE_TASK_SQL = f"""
+UPDATE tasks AS t SET
+    title = CASE WHEN %(set_title)s THEN %(title)s ELSE t.title END,
+    description = CASE WHEN %(set_description)s THEN %(description)s ELSE t.description END,
+    completed = CASE WHEN %(set_completed)s THEN %(completed)s::boolean ELSE t.completed END,
+    completed_at = CASE WHEN NOT %(set_completed)s THEN t.completed_at
+                        WHEN %(completed)s::boolean THEN coalesce(t.completed_at, now()) END,
+    priority = CASE WHEN %(set_priority)s THEN %(priority)s::task_priority ELSE t.priority END,
+    due_at = CASE WHEN %(set_due_at)s THEN %(due_at)s::timestamptz ELSE t.due_at END,
+    tags = CASE WHEN %(set_tags)s THEN %(tags)s::text[] ELSE t.tags END,
+    updated_at = now(),
+    version = t.version + 1
+WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL AND {IF_MATCH}
+RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
+"""
+
+# completed = NULL toggles.
+COMPLETE_TASK_SQL = f"""
+UPDATE tasks AS t SET
+    completed = coalesce(%(completed)s::boolean, NOT t.completed),
+    completed_at = CASE WHEN coalesce(%(completed)s::boolean, NOT t.completed)
+                        THEN coalesce(t.completed_at, now()) END,
+    updated_at = now(),
+    version = t.version + 1
+WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL AND {IF_MATCH}
+RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
+"""
+
+# A soft delete gives its quota slot back in the same statement; only a row
+# this statement really deleted counts, so concurrent deletes free one slot.
+DELETE_TASK_SQL = f"""
+WITH deleted AS (
+    UPDATE tasks AS t SET deleted_at = now(), updated_at = now(), version = t.version + 1
+    WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL AND {IF_MATCH}
+    RETURNING t.user_id
+)
+UPDATE users AS u SET live_tasks = u.live_tasks - 1
+FROM deleted
+WHERE u.id = deleted.user_id
+RETURNING u.id
+"""
+
+RESTORE_TASK_SQL = f"""
+UPDATE tasks AS t SET deleted_at = NULL, updated_at = now(), version = t.version + 1
+WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NOT NULL AND {IF_MATCH}
+RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
+"""
+
+TAKE_SLOT_SQL = """
+UPDATE users SET live_tasks = live_tasks + 1
+WHERE id = %(user_id)s AND live_tasks < %(max_tasks)s
+RETURNING id
+"""
+
+# Any state, for telling 404 from 412 and for restoring a live task (a no-op).
+FIND_TASK_ANY_STATE_SQL = f"""
+SELECT t.id::text AS id, t.version, t.deleted_at IS NOT NULL AS deleted,
+       {TASK_JSON} AS body
+FROM tasks AS t
+WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s
+"""
+
+SYNC_TASKS_SQL = f"""
+SELECT t.id::text AS id, t.updated_at::text AS sort_value,
+       CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body
+FROM tasks AS t
+WHERE t.user_id = %(user_id)s AND t.updated_at > %(since)s
+  AND (%(after_value)s::timestamptz IS NULL
+       OR (t.updated_at, t.id) > (%(after_value)s::timestamptz, %(after_id)s::uuid))
+ORDER BY t.updated_at, t.id
+LIMIT %(limit)s
+"""
+
+
+class QuotaExceeded(Exception):
+    """The user already has the most live tasks allowed."""
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """A task as the client sees it (JSON text), its id, and its version for the ETag."""
+
+    id: str
+    version: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Page:
+    bodies: list[str]
+    next_cursor: Cursor | None
+
+
+def _row(row: dict[str, Any] | None) -> TaskRow | None:
+    return None if row is None else TaskRow(row["id"], row["version"], row["body"])
+
+
+async def create_task(
+    conn: AsyncConnection,
+    *,
+    user_id: str,
+    email: str | None,
+    name: str | None,
+    fields: dict[str, Any],
+    max_tasks: int,
+) -> TaskRow:
+    """Insert a task (and the user's row on their first); raises ``QuotaExceeded``."""
+    cursor = await conn.execute(
+        CREATE_TASK_SQL,
+        {
+            "user_id": user_id,
+            "email": email,
+            "name": name,
+            "max_tasks": max_tasks,
+            "title": fields["title"],
+            "description": fields.get("description"),
+            "completed": fields.get("completed", False),
+            "priority": fields.get("priority", "medium"),
+            "due_at": fields.get("due_at"),
+            "tags": fields.get("tags", []),
+        },
+    )
+    row = _row(await cursor.fetchone())
+    if row is None:
+        raise QuotaExceeded()
+    return row
+
+
+async def get_task(conn: AsyncConnection, user_id: str, task_id: str) -> TaskRow | None:
+    cursor = await conn.execute(GET_TASK_SQL, {"user_id": user_id, "task_id": task_id})
+    return _row(await cursor.fetchone())
+
+
+async def find_task_any_state(
+    conn: AsyncConnection, user_id: str, task_id: str
+) -> tuple[TaskRow, bool] | None:
+    """The task whether deleted or not, and whether it is deleted."""
+    cursor = await conn.execute(FIND_TASK_ANY_STATE_SQL, {"user_id": user_id, "task_id": task_id})
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    return TaskRow(row["id"], row["version"], row["body"]), row["deleted"]
+
+
+async def update_task(
+    conn: AsyncConnection,
+    user_id: str,
+    task_id: str,
+    fields: dict[str, Any],
+    if_match: list[int] | None,
+) -> TaskRow | None:
+    """Change the given fields; None when no live task matched (or If-Match failed)."""
+    params: dict[str, Any] = {"user_id": user_id, "task_id": task_id, "if_match": if_match}
+    for name in ("title", "description", "completed", "priority", "due_at", "tags"):
+        params[f"set_{name}"] = name in fields
+        params[name] = fields.get(name)
+    cursor = await conn.execute(UPDATE_TASK_SQL, params)
+    return _row(await cursor.fetchone())
+
+
+async def complete_task(
+    conn: AsyncConnection,
+    user_id: str,
+    task_id: str,
+    completed: bool | None,
+    if_match: list[int] | None,
+) -> TaskRow | None:
+    """Set completion, or toggle it when ``completed`` is None."""
+    cursor = await conn.execute(
+        COMPLETE_TASK_SQL,
+        {"user_id": user_id, "task_id": task_id, "completed": completed, "if_match": if_match},
+    )
+    return _row(await cursor.fetchone())
+
+
+async def delete_task(
+    conn: AsyncConnection, user_id: str, task_id: str, if_match: list[int] | None
+) -> bool:
+    """Soft-delete a live task; False when none matched."""
+    cursor = await conn.execute(
+        DELETE_TASK_SQL, {"user_id": user_id, "task_id": task_id, "if_match": if_match}
+    )
+    return await cursor.fetchone() is not None
+
+
+async def restore_task(
+    conn: AsyncConnection,
+    user_id: str,
+    task_id: str,
+    if_match: list[int] | None,
+    max_tasks: int,
+) -> TaskRow | None:
+    """Undo a soft delete, taking a quota slot; None when no deleted task matched."""
+    params = {"user_id": user_id, "task_id": task_id, "if_match": if_match, "max_tasks": max_tasks}
+    async with conn.transaction():
+        cursor = await conn.execute(RESTORE_TASK_SQL, params)
+        row = _row(await cursor.fetchone())
+        if row is None:
+            return None
+        slot = await conn.execute(TAKE_SLOT_SQL, params)
+        if await slot.fetchone() is None:
+            raise QuotaExceeded()  # leaving the block rolls the restore back
+    return row
+
+
+# --- listing ------------------------------------------------------------------
+
+# sort name -> (column, descending, nullable). Identifiers come only from here.
+SORT_COLUMNS: dict[str, tuple[str, bool, bool]] = {
+    f"{prefix}{column}": (column, prefix == "-", column == "due_at")
+    for column in ("created_at", "updated_at", "due_at", "priority", "title")
+    for prefix in ("", "-")
+}
+
+COLUMN_TYPES = {
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "due_at": "timestamptz",
+    "priority": "task_priority",
+    "title": "text",
+}
+
+LIST_FILTERS = {
+    "completed": "t.completed = %(completed)s",
+    "priority": "t.priority = %(priority)s::task_priority",
+    "tags": "t.tags @> %(tags)s::text[]",
+    "q": "(t.title ILIKE %(q)s OR t.description ILIKE %(q)s)",
+    "due_before": "t.due_at < %(due_before)s",
+    "due_after": "t.due_at > %(due_after)s",
+}
+
+
+def _like_pattern(text: str) -> str:
+    """A substring pattern for ILIKE with the client's wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _keyset(column: str, descending: bool, nullable: bool, after: Cursor) -> sql.Composable:
+    """Rows strictly after the cursor in (column, id) order; NULLs sort last both ways."""
+    col = sql.SQL("t.{}").format(sql.Identifier(column))
+    cast = sql.SQL(COLUMN_TYPES[column])
+    beyond = sql.SQL("<" if descending else ">")
+    if after.value is None:  # only reached for nullable columns: walk the NULLs by id
+        return sql.SQL("({col} IS NULL AND t.id {beyond} %(after_id)s::uuid)").format(
+            col=col, beyond=beyond
+        )
+    clause = sql.SQL("({col}, t.id) {beyond} (%(after_value)s::{cast}, %(after_id)s::uuid)").format(
+        col=col, beyond=beyond, cast=cast
+    )
+    if nullable:
+        clause = sql.SQL("({clause} OR {col} IS NULL)").format(clause=clause, col=col)
+    return clause
+
+
+def build_list_query(
+    sort: str, filters: dict[str, Any], after: Cursor | None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The SELECT for one page of a user's live tasks, and its extra parameters."""
+    column, descending, nullable = SORT_COLUMNS[sort]
+    conditions: list[sql.Composable] = [sql.SQL("t.user_id = %(user_id)s AND t.deleted_at IS NULL")]
+    params: dict[str, Any] = {}
+    for name, value in filters.items():
+        conditions.append(sql.SQL(LIST_FILTERS[name]))
+        params[name] = _like_pattern(value) if name == "q" else value
+    if after is not None:
+        conditions.append(_keyset(column, descending, nullable, after))
+        params["after_value"], params["after_id"] = after.value, after.id
+    direction = sql.SQL("DESC" if descending else "ASC")
+    query = sql.SQL(
+        "SELECT t.id::text AS id, t.{col}::text AS sort_value, " + TASK_JSON + " AS body"
+        " FROM tasks AS t WHERE {conditions}"
+        " ORDER BY t.{col} {direction} NULLS LAST, t.id {direction}"
+        " LIMIT %(limit)s"
+    ).format(
+        col=sql.Identifier(column),
+        conditions=sql.SQL(" AND ").join(conditions),
+        direction=direction,
+    )
+    return query, params
+
+
+async def _page(
+    conn: AsyncConnection, query: Any, params: dict[str, Any], sort: str, limit: int
+) -> Page:
+    cursor = await conn.execute(query, {**params, "limit": limit + 1})
+    rows = await cursor.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = Cursor(sort, rows[-1]["sort_value"], rows[-1]["id"]) if more else None
+    return Page([row["body"] for row in rows], next_cursor)
+
+
+async def list_tasks(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    sort: str,
+    filters: dict[str, Any],
+    after: Cursor | None,
+    limit: int,
+) -> Page:
+    query, params = build_list_query(sort, filters, after)
+    return await _page(conn, query, {"user_id": user_id, **params}, sort, limit)
+
+
+async def sync_tasks(
+    conn: AsyncConnection, user_id: str, since: datetime, after: Cursor | None, limit: int
+) -> Page:
+    """Every task changed after ``since``, oldest change first; deleted ones as tombstones."""
+    params = {
+        "user_id": user_id,
+        "since": since,
+        "after_value": after.value if after else None,
+        "after_id": after.id if after else None,
+    }
+    return await _page(conn, SYNC_TASKS_SQL, params, "sync", limit)

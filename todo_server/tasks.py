@@ -1,0 +1,315 @@
+"""The tasks API: one set of handlers under three route prefixes.
+
+``/api/tasks`` is canonical (the user is the token's subject). The prefixes
+``/api/{user_id}/tasks`` and ``/users/{user_id}/tasks`` serve older clients and
+Next.js frontends; their ``user_id`` must be the token's subject, checked before
+anything else. Handlers read and validate, then call ``task_store``, whose
+every statement is scoped by the user id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from todo_server import idempotency, task_store
+from todo_server.bodies import FieldErrors, is_json, media_type, parse_json, read_json_object
+from todo_server.config import Settings
+from todo_server.cursors import CursorCodec
+from todo_server.errors import (
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
+from todo_server.task_store import QuotaExceeded, TaskRow
+from todo_server.tokens import AuthUser
+
+logger = logging.getLogger("todo_server.tasks")
+
+PREFIXES = ("/api/tasks", "/api/{user_id}/tasks", "/users/{user_id}/tasks")
+TASK_NOT_FOUND = "Task not found"
+ETAG_VERSION = re.compile(r'^"(\d{1,9})"$')
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+# --- request helpers ------------------------------------------------------------
+
+
+def owner_id(request: Request) -> str:
+    """The token's user id; 403 when a path prefix names someone else."""
+    user: AuthUser = request.state.user
+    named = request.path_params.get("user_id")
+    if named is not None and named != user.id:
+        logger.warning(
+            "authorization violation: user %r asked for tasks of user %r", user.id, named[:255]
+        )
+        raise Forbidden("You can only access your own tasks")
+    return user.id
+
+
+def task_id_of(request: Request) -> str:
+    """The path's task id; a malformed one is just a task that does not exist."""
+    task_id = request.path_params["task_id"]
+    if not is_task_id(task_id):
+        raise NotFound(TASK_NOT_FOUND)
+    return task_id.lower()
+
+
+def if_match_versions(request: Request) -> list[int] | None:
+    """Versions named by If-Match; None when absent or ``*`` (any current version)."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    versions = []
+    for tag in header.split(","):
+        match = ETAG_VERSION.match(tag.strip())  # weak tags never match (strong comparison)
+        if match:
+            versions.append(int(match.group(1)))
+    return versions
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def task_response(
+    row: TaskRow, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        row.body,
+        status_code=status,
+        media_type="application/json",
+        headers={"ETag": etag(row.version), **(headers or {})},
+    )
+
+
+def quota_error(settings: Settings) -> ValidationFailed:
+    return ValidationFailed(
+        f"Task limit reached: at most {settings.max_tasks_per_user} tasks per user;"
+        " delete some before creating more"
+    )
+
+
+async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) -> Exception:
+    """Why a write matched nothing: a live task whose version differs (412), or none (404)."""
+    if if_match is not None:
+        found = await task_store.find_task_any_state(conn, user_id, task_id)
+        if found is not None and not found[1]:
+            return PreconditionFailed("The task has changed since you read it (If-Match)")
+    return NotFound(TASK_NOT_FOUND)
+
+
+# --- handlers -------------------------------------------------------------------
+
+
+async def list_tasks(request: Request) -> Response:
+    user_id = owner_id(request)
+    pool: AsyncConnectionPool = request.state.pool
+    codec: CursorCodec = request.state.cursors
+    query = parse_list_query(request.query_params)
+    sort = "sync" if query.updated_since is not None else query.sort
+    after = codec.decode(query.cursor, sort) if query.cursor is not None else None
+    async with pool.connection() as conn:
+        if query.updated_since is not None:
+            page = await task_store.sync_tasks(
+                conn, user_id, query.updated_since, after, query.limit
+            )
+        else:
+            filters = {
+                name: getattr(query, name)
+                for name in ("completed", "priority", "tags", "q", "due_before", "due_after")
+                if getattr(query, name) not in (None, [])
+            }
+            page = await task_store.list_tasks(
+                conn, user_id, sort=sort, filters=filters, after=after, limit=query.limit
+            )
+    next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
+    body = (
+        '{"tasks":['
+        + ",".join(page.bodies)
+        + f'],"count":{len(page.bodies)},"next_cursor":{json.dumps(next_cursor)}}}'
+    )
+    return Response(body, media_type="application/json")
+
+
+async def create_task(request: Request) -> Response:
+    user_id = owner_id(request)
+    user: AuthUser = request.state.user
+    settings: Settings = request.state.settings
+    pool: AsyncConnectionPool = request.state.pool
+    key = idempotency.checked_key(request.headers.get("idempotency-key"))
+    data = await read_json_object(request)
+    fields = parse_task_fields(data, creating=True)
+    location_base = request.url.path.rstrip("/")
+
+    async def create(conn) -> TaskRow:
+        try:
+            return await task_store.create_task(
+                conn,
+                user_id=user_id,
+                email=user.email,
+                name=user.name,
+                fields=fields,
+                max_tasks=settings.max_tasks_per_user,
+            )
+        except QuotaExceeded:
+            raise quota_error(settings) from None
+
+    async with pool.connection() as conn:
+        if key is None:
+            row = await create(conn)
+        else:
+            fingerprint = idempotency.request_hash(data)
+            async with conn.transaction():
+                if not await idempotency.claim(conn, user_id, key, fingerprint):
+                    stored = await idempotency.stored_response(conn, user_id, key, fingerprint)
+                    if stored is None:
+                        raise ValidationFailed.field("Idempotency-Key", "is in use; retry shortly")
+                    replay = TaskRow(stored.task_id, 1, stored.body)
+                    return task_response(
+                        replay,
+                        stored.status,
+                        {
+                            "Location": f"{location_base}/{stored.task_id}",
+                            "Idempotent-Replayed": "true",
+                        },
+                    )
+                row = await create(conn)
+                await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
+    return task_response(row, 201, {"Location": f"{location_base}/{row.id}"})
+
+
+async def get_task(request: Request) -> Response:
+    user_id = owner_id(request)
+    task_id = task_id_of(request)
+    pool: AsyncConnectionPool = request.state.pool
+    async with pool.connection() as conn:
+        row = await task_store.get_task(conn, user_id, task_id)
+    if row is None:
+        raise NotFound(TASK_NOT_FOUND)
+    return task_response(row)
+
+
+async def update_task(request: Request) -> Response:
+    """PUT and PATCH alike: change the fields given, keep the rest."""
+    user_id = owner_id(request)
+    task_id = task_id_of(request)
+    pool: AsyncConnectionPool = request.state.pool
+    fields = parse_task_fields(await read_json_object(request), creating=False)
+    if_match = if_match_versions(request)
+    async with pool.connection() as conn:
+        row = await task_store.update_task(conn, user_id, task_id, fields, if_match)
+        if row is None:
+            raise await missing(conn, user_id, task_id, if_match)
+    return task_response(row)
+
+
+async def completion_from_body(request: Request) -> bool | None:
+    """``{"completed": bool}`` sets; no body, an empty body or ``{}`` toggles (None)."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    if not is_json(media_type(request)):
+        raise UnsupportedMediaType()
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("body", "must be a JSON object")
+    errors = FieldErrors()
+    errors.unknown_fields(data, {"completed"})
+    completed = data.get("completed")
+    if "completed" in data and not isinstance(completed, bool):
+        errors.add("completed", "must be true or false")
+    errors.raise_if_any()
+    return completed
+
+
+async def complete_task(request: Request) -> Response:
+    user_id = owner_id(request)
+    task_id = task_id_of(request)
+    pool: AsyncConnectionPool = request.state.pool
+    completed = await completion_from_body(request)
+    if_match = if_match_versions(request)
+    async with pool.connection() as conn:
+        row = await task_store.complete_task(conn, user_id, task_id, completed, if_match)
+        if row is None:
+            raise await missing(conn, user_id, task_id, if_match)
+    return task_response(row)
+
+
+async def delete_task(request: Request) -> Response:
+    user_id = owner_id(request)
+    task_id = task_id_of(request)
+    pool: AsyncConnectionPool = request.state.pool
+    if_match = if_match_versions(request)
+    async with pool.connection() as conn:
+        if not await task_store.delete_task(conn, user_id, task_id, if_match):
+            raise await missing(conn, user_id, task_id, if_match)
+    return Response(status_code=204)
+
+
+async def restore_task(request: Request) -> Response:
+    """Undo a soft delete; restoring a live task changes nothing and returns it."""
+    user_id = owner_id(request)
+    task_id = task_id_of(request)
+    settings: Settings = request.state.settings
+    pool: AsyncConnectionPool = request.state.pool
+    if_match = if_match_versions(request)
+    async with pool.connection() as conn:
+        try:
+            row = await task_store.restore_task(
+                conn, user_id, task_id, if_match, settings.max_tasks_per_user
+            )
+        except QuotaExceeded:
+            raise quota_error(settings) from None
+        if row is not None:
+            return task_response(row)
+        found = await task_store.find_task_any_state(conn, user_id, task_id)
+    if found is None:
+        raise NotFound(TASK_NOT_FOUND)
+    current, deleted = found
+    if if_match is not None and current.version not in if_match:
+        raise PreconditionFailed("The task has changed since you read it (If-Match)")
+    if deleted:  # lost a race with another restore or delete; report what is there now
+        raise NotFound(TASK_NOT_FOUND)
+    return task_response(current)
+
+
+# --- routes -----------------------------------------------------------------------
+
+
+def by_method(**handlers: Handler) -> Handler:
+    """One endpoint per path, so a 405 lists every method the path allows."""
+    table = {method.upper(): handler for method, handler in handlers.items()}
+    if "GET" in table:
+        table["HEAD"] = table["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return endpoint
+
+
+def task_routes() -> list[Route]:
+    """The task routes under every prefix."""
+    collection = by_method(get=list_tasks, post=create_task)
+    item = by_method(get=get_task, put=update_task, patch=update_task, delete=delete_task)
+    routes = []
+    for prefix in PREFIXES:
+        routes += [
+            Route(prefix, collection, methods=["GET", "POST"]),
+            Route(prefix + "/{task_id}", item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route(prefix + "/{task_id}/complete", complete_task, methods=["PATCH"]),
+            Route(prefix + "/{task_id}/restore", restore_task, methods=["POST"]),
+        ]
+    return routes
