@@ -15,9 +15,12 @@ from starlette.testclient import TestClient
 
 from tests.conftest import settings_env
 from tests.pgcluster import PostgresCluster
+from tests.tokens import bearer, frontend_token
 from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import load_settings
+
+AUTH = bearer(frontend_token("recovery-user"))
 
 
 @pytest.fixture
@@ -54,18 +57,30 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
     assert elapsed < pool_timeout + 1.0
 
 
+def assert_503(r) -> None:
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "service_unavailable"
+    assert r.headers["retry-after"] == "2"
+
+
 def test_database_stopped_and_restarted_under_a_running_app(cluster):
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/health").status_code == 200
+        task = client.post("/api/tasks", json={"title": "before"}, headers=AUTH).json()
         cluster.stop()
         assert_degraded(client, 0.5)
+        assert_503(client.get("/api/tasks", headers=AUTH))
+        assert_503(client.post("/api/tasks", json={"title": "during"}, headers=AUTH))
+        assert_503(client.patch(f"/api/tasks/{task['id']}/complete", headers=AUTH))
+        assert_503(client.get("/auth/me", headers=AUTH))
         # Staying down a while must not stop the pool from trying again later.
         time.sleep(2)
         assert_degraded(client, 0.5)
         cluster.start()
         health_until(client, 200, within=10)
         assert client.get("/health").json()["database"] == "ok"
+        assert client.get("/api/tasks", headers=AUTH).json()["tasks"] == [task]
 
 
 def test_app_starts_while_database_is_down_and_recovers(cluster):
