@@ -327,15 +327,19 @@ def build_list_query(
         conditions.append(_keyset(column, descending, nullable, after))
         params["after_value"], params["after_id"] = after.value, after.id
     direction = sql.SQL("DESC" if descending else "ASC")
+    # NULLS LAST only where NULLs exist: on NOT NULL columns the plain order
+    # lets the (user_id, created_at DESC, id DESC) index deliver rows in order.
+    nulls = sql.SQL(" NULLS LAST" if nullable else "")
     query = sql.SQL(
         "SELECT t.id::text AS id, t.{col}::text AS sort_value, " + TASK_JSON + " AS body"
         " FROM tasks AS t WHERE {conditions}"
-        " ORDER BY t.{col} {direction} NULLS LAST, t.id {direction}"
+        " ORDER BY t.{col} {direction}{nulls}, t.id {direction}"
         " LIMIT %(limit)s"
     ).format(
         col=sql.Identifier(column),
         conditions=sql.SQL(" AND ").join(conditions),
         direction=direction,
+        nulls=nulls,
     )
     return query, params
 
