@@ -247,3 +247,13 @@ def test_failures_per_client_address_are_capped(make_client):
     r = login(client, email="fresh@example.com")
     assert r.status_code == 429
     assert int(r.headers["retry-after"]) > 0
+
+
+@pytest.mark.parametrize("email", ["a\x00@example.com", "x" * 255 + "@example.com"])
+def test_unusable_login_email_is_422_not_an_error(client, email):
+    r = client.post("/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 422
+    assert r.json()["details"][0]["field"] == "email"
+    r = client.post("/auth/login", data={"username": email, "password": PASSWORD})
+    assert r.status_code == 422
+    assert r.json()["details"][0]["field"] == "username"

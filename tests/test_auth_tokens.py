@@ -255,3 +255,18 @@ def test_unreachable_jwks_answers_503_until_keys_are_known(make_client):
     assert r.status_code == 503
     assert r.json()["code"] == "service_unavailable"
     assert r.headers["retry-after"] == "2"
+
+
+def test_subject_with_a_lone_surrogate_is_401(client):
+    assert_401(client.get("/auth/me", headers=bearer(hs256(claims(sub="u\ud800")))))
+
+
+def test_unstorable_profile_claims_are_dropped_not_fatal(client):
+    token = frontend_token("odd-claims", email="e\ud800@x.io", name="bad\x00name")
+    assert client.get("/auth/me", headers=bearer(token)).json() == {
+        "id": "odd-claims",
+        "email": None,
+        "name": None,
+    }
+    r = client.post("/api/tasks", json={"title": "still works"}, headers=bearer(token))
+    assert r.status_code == 201

@@ -204,3 +204,25 @@ def test_overlong_idempotency_key_is_422(ada, db):
         {"field": "Idempotency-Key", "message": "must be 1 to 255 printable ASCII characters"}
     ]
     assert task_count(db) == 0
+
+
+def test_lone_surrogate_is_400_but_escaped_pairs_are_fine(ada, db):
+    r = ada.request(
+        "POST", content=b'{"title": "bad \\ud800"}', headers={"Content-Type": "application/json"}
+    )
+    assert_error(r, 400, "bad_request")
+    assert task_count(db) == 0
+    r = ada.request(
+        "POST",
+        content=b'{"title": "ok \\ud83d\\ude00"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 201
+    assert r.json()["title"] == "ok \U0001f600"
+
+
+def test_deeply_nested_json_is_400(ada, db):
+    r = ada.request(
+        "POST", content=b"[" * 30000 + b"]" * 30000, headers={"Content-Type": "application/json"}
+    )
+    assert_error(r, 400, "bad_request")

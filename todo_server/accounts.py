@@ -25,7 +25,7 @@ from todo_server.passwords import (
     verify_password_async,
 )
 from todo_server.throttle import LoginThrottle
-from todo_server.tokens import AuthUser, issue_token
+from todo_server.tokens import AuthUser, is_storable_text, issue_token
 
 logger = logging.getLogger("todo_server.accounts")
 
@@ -129,6 +129,8 @@ def validate_login(data: dict[str, Any]) -> tuple[str, str]:
     field = "username" if is_form_post else "email"
     if not isinstance(raw_email, str) or not raw_email.strip():
         errors.add(field, "is required" if raw_email in (None, "") else "must be a string")
+    elif len(raw_email.strip()) > MAX_EMAIL_LENGTH or not is_storable_text(raw_email):
+        errors.add(field, "must be an email address like name@example.com")
     password = data.get("password")
     if not isinstance(password, str) or not password:
         errors.add("password", "is required" if password in (None, "") else "must be a string")

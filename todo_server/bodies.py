@@ -8,6 +8,7 @@ before answering, so a client sees all of them at once.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,16 +31,35 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone one.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON from bytes: UTF-8 only, no NaN or Infinity."""
+    """Strict JSON from bytes: UTF-8 only, no NaN or Infinity, no lone surrogates."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("Request body is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise BadRequest(f"Malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Malformed JSON: nested too deeply") from None
+    # Escaped surrogate pairs are fine (json joins them); a lone one cannot be
+    # stored or sent on, so refuse it here rather than fail deep inside.
+    if SURROGATE_ESCAPE.search(text) and not encodes_as_utf8(data):
+        raise BadRequest("Request body contains an unpaired surrogate (\\uD800-\\uDFFF)")
+    return data
+
+
+def encodes_as_utf8(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

@@ -66,8 +66,22 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
+def is_storable_text(value: str) -> bool:
+    """Text PostgreSQL can hold: valid UTF-8 (no lone surrogates), no control characters."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _optional_text(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    """A profile claim worth keeping, or None; odd claims are dropped, not fatal."""
+    if not isinstance(value, str) or not value or not is_storable_text(value):
+        return None
+    return value[:limit]
 
 
 class TokenVerifier:
@@ -129,8 +143,8 @@ class TokenVerifier:
             raise InvalidToken("empty sub")
         if len(subject) > MAX_SUBJECT_LENGTH:
             raise InvalidToken("sub over 255 characters")
-        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in subject):
-            raise InvalidToken("sub with control characters")
+        if not is_storable_text(subject):
+            raise InvalidToken("sub with control characters or invalid Unicode")
         return AuthUser(
             id=subject,
             email=_optional_text(claims.get("email"), 254),
