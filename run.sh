@@ -4,6 +4,7 @@
 #   ./run.sh                  serve the API (same as ./run.sh serve)
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
+#   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
 #
 # Installs what it needs: a virtualenv in .venv (re-installed when pyproject.toml
 # changes) and, when missing, Debian's PostgreSQL server package. With no
@@ -183,6 +184,24 @@ run_child() {
   return "$status"
 }
 
+# Pinned copies of the docs pages' assets, from their official npm packages.
+SWAGGER_UI_VERSION=5.35.0
+REDOC_VERSION=2.5.4
+vendor_docs() {
+  command -v npm >/dev/null || die "npm is needed to refresh the docs assets"
+  local work target="$ROOT/todo_server/static/vendor"
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "swagger-ui-dist@$SWAGGER_UI_VERSION" "redoc@$REDOC_VERSION" >/dev/null)
+  mkdir -p "$work/swagger" "$work/redoc" "$target/swagger-ui" "$target/redoc"
+  tar xzf "$work/swagger-ui-dist-$SWAGGER_UI_VERSION.tgz" -C "$work/swagger" --strip-components=1
+  tar xzf "$work/redoc-$REDOC_VERSION.tgz" -C "$work/redoc" --strip-components=1
+  cp "$work/swagger/"{swagger-ui-bundle.js,swagger-ui.css,LICENSE,NOTICE} "$target/swagger-ui/"
+  cp "$work/redoc/bundles/redoc.standalone.js" "$work/redoc/LICENSE" "$target/redoc/"
+  printf 'swagger-ui-dist %s\nredoc %s\n' "$SWAGGER_UI_VERSION" "$REDOC_VERSION" >"$target/VERSIONS"
+  rm -rf "$work"
+  say "vendored swagger-ui-dist $SWAGGER_UI_VERSION and redoc $REDOC_VERSION into $target"
+}
+
 command=${1:-serve}
 [ $# -gt 0 ] && shift
 
@@ -204,9 +223,14 @@ case "$command" in
   test)
     ensure_venv dev
     [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
+    # The docs pages are checked in a real browser.
+    command -v chromium >/dev/null || apt_install chromium
     "$VENV/bin/python" -m pytest "$@"
     ;;
+  vendor-docs)
+    vendor_docs
+    ;;
   *)
-    die "unknown command '$command'; use: serve, test, migrate"
+    die "unknown command '$command'; use: serve, test, migrate, vendor-docs"
     ;;
 esac

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from todo_server import accounts, migrate, tasks
+from todo_server import accounts, docs, migrate, tasks
 from todo_server.auth import AuthMiddleware
 from todo_server.config import Settings
 from todo_server.cursors import CursorCodec
@@ -85,6 +85,7 @@ def create_app(
         Route("/auth/login", accounts.login, methods=["POST"]),
         Route("/auth/me", accounts.me, methods=["GET"]),
         *tasks.task_routes(),
+        *docs.docs_routes(),
     ]
     middleware = [
         Middleware(RequestContextMiddleware),

@@ -1,0 +1,91 @@
+"""The API document and its two readers, served by the service itself.
+
+``/openapi.json`` is built once from ``openapi.build_document``. ``/docs``
+(Swagger UI) and ``/redoc`` (ReDoc) load pinned copies of their assets from
+``static/vendor`` (refreshed by ``./run.sh vendor-docs``), so they work with no
+internet, under a Content-Security-Policy that allows only this origin.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from todo_server.openapi import build_document
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        # Both UIs set style attributes from script.
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        # ReDoc runs its search index in a worker it creates from a blob.
+        "worker-src 'self' blob:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+    ]
+)
+
+SWAGGER_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>todo-server API</title>
+  <link rel="stylesheet" href="/docs/static/vendor/swagger-ui/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+  <script src="/docs/static/docs-init.js"></script>
+</body>
+</html>
+"""
+
+REDOC_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>todo-server API</title>
+</head>
+<body>
+  <div id="redoc"></div>
+  <script src="/docs/static/vendor/redoc/redoc.standalone.js"></script>
+  <script src="/docs/static/redoc-init.js"></script>
+</body>
+</html>
+"""
+
+
+def page(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+
+def docs_routes() -> list[Route | Mount]:
+    document = json.dumps(build_document(), separators=(",", ":")).encode()
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def swagger(request: Request) -> HTMLResponse:
+        return page(SWAGGER_PAGE)
+
+    async def redoc(request: Request) -> HTMLResponse:
+        return page(REDOC_PAGE)
+
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", swagger, methods=["GET"]),
+        Route("/redoc", redoc, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=STATIC), name="docs-static"),
+    ]
