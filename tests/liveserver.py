@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx2
 
@@ -34,22 +36,23 @@ class LiveServer:
         }
         self.process: subprocess.Popen[str] | None = None
         self.output = ""
+        self.log: IO[str] | None = None
 
     def start(self, timeout: float = 20.0) -> LiveServer:
+        # A file, not a pipe: an undrained pipe fills up and blocks the server's logging.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "todo_server", "serve"],
             env=self.env,
             cwd=ROOT,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                out, _ = self.process.communicate()
-                self.output += out or ""
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.stop()}")
             try:
                 httpx2.get(self.base_url + "/health", timeout=1)
                 return self
@@ -63,12 +66,16 @@ class LiveServer:
             if self.process.poll() is None:
                 self.process.terminate()
             try:
-                out, _ = self.process.communicate(timeout=15)
+                self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                out, _ = self.process.communicate()
-            self.output += out or ""
+                self.process.wait()
             self.process = None
+        if self.log is not None:
+            self.log.seek(0)
+            self.output = self.log.read()
+            self.log.close()
+            self.log = None
         return self.output
 
     def __enter__(self) -> LiveServer:

@@ -6,10 +6,13 @@ request middleware sets), so all lines of one request can be found together.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 
 from todo_server.middleware import request_id_var
 
@@ -50,13 +53,40 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
+_listener: QueueListener | None = None
+
+
+def stop_logging() -> None:
+    """Write out what is queued and stop the listener thread (safe to call twice)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(stop_logging)
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Send all logs to stderr in the chosen format; quiet uvicorn's own access log."""
+    """Send all logs to stderr in the chosen format, from a thread of their own.
+
+    The event loop only puts records on a queue; formatting and writing happen
+    in a listener thread, so a slow or full stderr (an undrained pipe, a busy
+    log shipper) never stalls request handling. Uvicorn's own access log is
+    replaced by ours.
+    """
+    global _listener
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    enqueue = QueueHandler(records)
+    # The request id lives in a context variable: read it before leaving the loop.
+    enqueue.addFilter(RequestIdFilter())
+    stop_logging()
+    _listener = QueueListener(records, handler)
+    _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [enqueue]
     root.setLevel(level.upper())
     # Our middleware writes the access log, with the request id and user.
     logging.getLogger("uvicorn.access").disabled = True
