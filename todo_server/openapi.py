@@ -406,8 +406,9 @@ def parameters() -> dict[str, Any]:
         "XRequestId": {
             "name": "X-Request-ID",
             "in": "header",
-            "schema": {"type": "string", "maxLength": MAX_REQUEST_ID_LENGTH},
-            "description": "Echoed back when sane; generated otherwise.",
+            "schema": {"type": "string"},
+            "description": f"Echoed back when at most {MAX_REQUEST_ID_LENGTH} printable ASCII"
+            " characters; any other value is replaced by a generated id, never refused.",
         },
         "Limit": query(
             "limit",
