@@ -22,6 +22,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_CACHE = ROOT / ".data" / "test-template"
 
+#: Durability off: tests need speed, not crash safety.
 FAST_SETTINGS = {
     "listen_addresses": "",
     "fsync": "off",
@@ -29,6 +30,14 @@ FAST_SETTINGS = {
     "full_page_writes": "off",
     "shared_buffers": "16MB",
     "autovacuum": "off",
+    "max_connections": "200",
+}
+
+#: What production runs with (fsync, synchronous_commit and full_page_writes at
+#: their defaults, on), for benchmarks.
+DURABLE_SETTINGS = {
+    "listen_addresses": "",
+    "shared_buffers": "256MB",
     "max_connections": "200",
 }
 
@@ -129,8 +138,9 @@ def ensure_template(bindir: Path) -> Path:
 class PostgresCluster:
     """One private server on a Unix socket in a temporary directory."""
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir or find_bindir()
+        self.settings = FAST_SETTINGS if settings is None else settings
         self.user = server_user()
         self.directory = Path(tempfile.mkdtemp(prefix="todo-pg-", dir=scratch_root()))
         self.data = self.directory / "data"
@@ -148,7 +158,7 @@ class PostgresCluster:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it answers."""
         args = [str(self.bindir / "postgres"), "-D", str(self.data), "-k", str(self.socket_dir)]
-        for name, value in FAST_SETTINGS.items():
+        for name, value in self.settings.items():
             args += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

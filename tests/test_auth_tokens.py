@@ -270,3 +270,41 @@ def test_unstorable_profile_claims_are_dropped_not_fatal(client):
     }
     r = client.post("/api/tasks", json={"title": "still works"}, headers=bearer(token))
     assert r.status_code == 201
+
+
+# --- the verified-token cache ----------------------------------------------------------
+
+
+def test_verified_tokens_are_remembered_until_they_expire(make_settings, monkeypatch):
+    import asyncio
+
+    from todo_server import tokens as tokens_module
+    from todo_server.tokens import TokenVerifier
+
+    verifier = TokenVerifier(make_settings())
+    calls = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(
+        tokens_module.jwt, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k)
+    )
+    now = time.time()
+    token = hs256({"sub": "cached", "exp": int(now) + 60})
+
+    async def run():
+        first = await verifier.verify(token)
+        second = await verifier.verify(token)
+        assert first == second
+        assert len(calls) == 1  # the signature was checked once
+        # Past exp plus the leeway the cache no longer answers: the token is checked
+        # afresh (PyJWT's own clock then decides; here it is still valid for it).
+        monkeypatch.setattr(tokens_module.time, "time", lambda: now + 60 + 31)
+        await verifier.verify(token)
+        assert len(calls) == 2
+
+    asyncio.run(run())
+
+
+def test_refused_tokens_are_not_remembered(client):
+    bad = hs256(claims(), secret="another-secret-that-is-long-enough-1234")
+    for _ in range(2):
+        assert_401(client.get("/auth/me", headers=bearer(bad)))

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from todo_server import accounts, docs, migrate, tasks
 from todo_server.auth import AuthMiddleware
-from todo_server.config import Settings
+from todo_server.config import Settings, load_settings
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
@@ -106,6 +106,15 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+
+
+def create_app_from_environment() -> Starlette:
+    """The app for one worker process of ``serve`` with WORKERS > 1."""
+    from todo_server.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) -> None:

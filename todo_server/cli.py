@@ -33,16 +33,24 @@ def serve() -> int:
     # The lifespan checks again; checking here first turns the refusal into one
     # line and exit status 1 instead of uvicorn's start-up traceback.
     asyncio.run(refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-    )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "lifespan": "on",
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # Each worker process builds its own app (and pool) from the environment.
+        uvicorn.run(
+            "todo_server.app:create_app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **options,
+        )
     return 0
 
 

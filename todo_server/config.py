@@ -46,9 +46,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "ENVIRONMENT": ("development", "development, staging or production"),
     "HOST": ("127.0.0.1", "Address to listen on"),
     "PORT": ("8000", "Port to listen on"),
+    "WORKERS": ("1", "Server processes; about one per core"),
     "DB_POOL_MIN": ("2", "Connections the pool keeps open"),
     "DB_POOL_MAX": ("10", "Most connections the pool opens"),
     "DB_POOL_TIMEOUT": ("5", "Seconds to wait for a connection before answering 503"),
+    "DB_POOL_MAX_WAITING": ("500", "Requests that may wait for a connection; beyond, 503 at once"),
     "DB_STATEMENT_TIMEOUT": ("5", "Seconds a statement may run (0 = no limit)"),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
     "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
@@ -84,6 +86,7 @@ class DatabaseSettings:
     pool_min: int = 2
     pool_max: int = 10
     pool_timeout: float = 5.0
+    pool_max_waiting: int = 500
     statement_timeout: float = 5.0
     prepare_threshold: int | None = 5
 
@@ -103,6 +106,7 @@ class Settings:
     environment: str = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1
     log_level: str = "info"
     log_format: str = "text"
     access_token_ttl: int = 86400
@@ -157,6 +161,7 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
         pool_min=pool_min,
         pool_max=pool_max,
         pool_timeout=_seconds(env, "DB_POOL_TIMEOUT", 5.0, allow_zero=False),
+        pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 500, minimum=1),
         statement_timeout=_seconds(env, "DB_STATEMENT_TIMEOUT", 5.0, allow_zero=True),
         prepare_threshold=prepare_threshold,
     )
@@ -199,6 +204,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         environment=environment,
         host=_get(env, "HOST") or "127.0.0.1",
         port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
+        workers=_int(env, "WORKERS", 1, minimum=1, maximum=64),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),

@@ -9,6 +9,7 @@ explicit ``conn.transaction()``.
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 from psycopg.rows import dict_row
@@ -19,6 +20,10 @@ from todo_server.config import DatabaseSettings
 logger = logging.getLogger("todo_server.db")
 
 RECONNECT_TIMEOUT_SECONDS = 3.0
+
+#: A connection checked out again within this many seconds is trusted as is;
+#: one that sat idle longer is checked with a round trip first.
+TRUST_RECENTLY_USED_SECONDS = 1.0
 
 SESSION_SETTINGS_SQL = """
 SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC', false)
@@ -40,11 +45,11 @@ def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         timeout=settings.pool_timeout,
+        # Beyond this many waiting requests, answer 503 at once instead of queueing.
+        max_waiting=settings.pool_max_waiting,
         open=False,
         configure=configure,
-        # A server restart breaks every pooled connection; checking on checkout
-        # discards them instead of failing the first requests after a restart.
-        check=AsyncConnectionPool.check_connection,
+        check=check_if_idle,
         kwargs={
             "autocommit": True,
             "prepare_threshold": settings.prepare_threshold,
@@ -56,6 +61,23 @@ def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
         reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
         name="todo-server",
     )
+
+
+async def check_if_idle(conn: psycopg.AsyncConnection) -> None:
+    """Check a connection on checkout only if it has been idle a while.
+
+    A server restart breaks every pooled connection; checking an idle one
+    discards it instead of failing the first request after a quiet restart.
+    Checking every checkout would cost a round trip per request (measured:
+    get-one-task 548 -> 759 requests/s without it), and under steady load
+    connections are reused within milliseconds: a restart then costs a few
+    503s, after which the pool has replaced the broken connections.
+    """
+    now = time.monotonic()
+    last = getattr(conn, "_todo_checked_out_at", None)
+    conn._todo_checked_out_at = now  # type: ignore[attr-defined]
+    if last is None or now - last > TRUST_RECENTLY_USED_SECONDS:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def probe(pool: AsyncConnectionPool, timeout: float) -> bool:

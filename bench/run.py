@@ -1,0 +1,485 @@
+"""Benchmark harness: ``./run.sh bench`` (or ``./run.sh bench --smoke`` for a quick check).
+
+Starts a durable PostgreSQL (fsync on, as production), seeds 1,000 users x 50
+tasks, starts the service in production configuration and a bare Starlette app
+under the same uvicorn options, and drives both with wrk (one load thread; the
+machine has two cores) through Lua scenarios that rotate over the users'
+tokens. It also runs the service's own list query under ``pgbench -M prepared``.
+
+The machines are noisy, so each repeat alternates the bare ceiling and every
+scenario, and the report gives medians and ratios measured in the same run.
+Results go to ``bench/results/<timestamp>.json`` and ``bench/results/latest.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import jwt  # noqa: E402
+import psycopg  # noqa: E402
+
+from tests.liveserver import free_port  # noqa: E402
+from tests.pgcluster import DURABLE_SETTINGS, PostgresCluster  # noqa: E402
+from todo_server import migrate, task_store  # noqa: E402
+
+SECRET = "bench-secret-" + "b" * 40
+SCENARIOS = ("list", "get", "create", "update", "complete", "mix")
+RESULTS = ROOT / "bench" / "results"
+
+SEED_USERS_SQL = """
+INSERT INTO users (id, email, name, live_tasks)
+SELECT 'bench-' || u, 'bench' || u || '@example.com', 'Bench user ' || u, %(tasks)s
+FROM generate_series(1, %(users)s) AS u
+"""
+
+SEED_TASKS_SQL = """
+INSERT INTO tasks (user_id, title, description, priority, due_at, tags, created_at, updated_at)
+SELECT 'bench-' || u,
+       'Task ' || t || ' of user ' || u,
+       CASE WHEN t %% 3 = 0 THEN 'A description of task ' || t END,
+       (ARRAY['low', 'medium', 'high'])[1 + t %% 3]::task_priority,
+       CASE WHEN t %% 2 = 0 THEN now() + t * interval '1 day' END,
+       ARRAY['tag' || (t %% 5)],
+       now() - t * interval '1 minute',
+       now() - t * interval '1 minute'
+FROM generate_series(1, %(users)s) AS u, generate_series(1, %(tasks)s) AS t
+"""
+
+FIRST_TASKS_SQL = """
+SELECT DISTINCT ON (user_id) user_id, id::text AS id
+FROM tasks ORDER BY user_id, created_at
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- data ------------------------------------------------------------------------
+
+
+def seed(url: str, users: int, tasks: int) -> dict[str, str]:
+    """Seed the users and their tasks; returns one task id per user id."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.apply(conn)
+        conn.execute(SEED_USERS_SQL, {"users": users, "tasks": tasks})
+        conn.execute(SEED_TASKS_SQL, {"users": users, "tasks": tasks})
+        conn.execute("ANALYZE")
+        return {row[0]: row[1] for row in conn.execute(FIRST_TASKS_SQL)}
+
+
+def write_lua_data(first_tasks: dict[str, str], path: Path) -> None:
+    """Tokens and task ids as a Lua table for scenarios.lua."""
+    now = int(time.time())
+    tokens, task_ids = [], []
+    for user_id, task_id in sorted(first_tasks.items()):
+        claims = {"sub": user_id, "email": f"{user_id}@example.com", "iat": now, "exp": now + 86400}
+        tokens.append(jwt.encode(claims, SECRET, algorithm="HS256"))
+        task_ids.append(task_id)
+    token_list = ",".join(f'"{t}"' for t in tokens)
+    task_list = ",".join(f'"{t}"' for t in task_ids)
+    lua = f"return {{\n  tokens = {{{token_list}}},\n  tasks = {{{task_list}}},\n}}\n"
+    path.write_text(lua)
+
+
+# --- processes ---------------------------------------------------------------------
+
+
+class Server:
+    """A server process (the service or the bare app) on a free port."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [*args, *(["--port", str(self.port)] if "uvicorn" in args else [])],
+            env={**env, "PORT": str(self.port)},
+            cwd=ROOT,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {log_path}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start; see {log_path}") from None
+                time.sleep(0.1)
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests: the workers, or the server itself."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        # uvicorn's supervisor starts workers and a resource tracker; workers serve.
+        workers = [pid for pid in pids if "multiprocessing.resource_tracker" not in _cmdline(pid)]
+        return workers or [self.process.pid]
+
+    def peak_rss_mb(self) -> list[float]:
+        return [_peak_rss_kb(pid) / 1024 for pid in self.worker_pids()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log_file.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def service_env(database_url: str, workers: int) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": SECRET,
+        "ENVIRONMENT": "production",
+        "ALLOWED_ORIGINS": "https://app.example.com",
+        "HOST": "127.0.0.1",
+        "WORKERS": str(workers),
+        "LOG_LEVEL": "info",
+        "MAX_TASKS_PER_USER": "100000",
+    }
+
+
+# --- load ----------------------------------------------------------------------------
+
+
+def wrk(url: str, scenario: str, connections: int, seconds: float, data: Path) -> dict[str, Any]:
+    """One wrk run; requests/s, latency and errors."""
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(ROOT / "bench" / "scenarios.lua"),
+            url,
+            "--",
+            scenario,
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    line = [x for x in result.stdout.splitlines() if x.startswith("{")]
+    if result.returncode != 0 or not line:
+        raise RuntimeError(f"wrk failed: {result.stdout}\n{result.stderr}")
+    raw = json.loads(line[-1])
+    errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": errors + raw["status"],
+        "non_2xx": raw["status"],
+        "socket_errors": errors,
+        "requests": raw["requests"],
+    }
+
+
+def pgbench(cluster: PostgresCluster, dbname: str, seconds: float, users: int) -> float:
+    """Transactions/s of the service's own list query under pgbench -M prepared."""
+    query, _ = task_store.build_list_query("-created_at", {}, None)
+    with psycopg.connect(cluster.url(dbname)) as conn:
+        text = query.as_string(conn)
+    text = text.replace("%(user_id)s", "'bench-' || :u").replace("%(limit)s", "51")
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text(f"\\set u random(1, {users})\n{' '.join(text.split())};\n")
+    os.chmod(script, 0o644)
+    args = [
+        str(cluster.bindir / "pgbench"),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        "8",
+        "-j",
+        "1",
+        "-T",
+        str(max(1, round(seconds))),
+        "-f",
+        str(script),
+        "-h",
+        str(cluster.socket_dir),
+        "-U",
+        "postgres",
+        dbname,
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+    script.unlink()
+    match = re.search(r"tps = ([0-9.]+)", result.stdout)
+    if not match:
+        raise RuntimeError(f"pgbench failed: {result.stdout}\n{result.stderr}")
+    return float(match.group(1))
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    keys = sorted(
+        {(r["workers"], r["scenario"], r["connections"]) for r in runs if r["scenario"] != "bare"},
+        key=lambda k: (k[0], SCENARIOS.index(k[1]), k[2]),
+    )
+    for workers, scenario, connections in keys:
+        mine = [
+            r
+            for r in runs
+            if (r["workers"], r["scenario"], r["connections"]) == (workers, scenario, connections)
+        ]
+        ratios = []
+        for r in mine:
+            bare = [
+                b["rps"]
+                for b in runs
+                if b["scenario"] == "bare"
+                and (b["workers"], b["connections"], b["repeat"])
+                == (workers, connections, r["repeat"])
+            ]
+            if bare:
+                ratios.append(r["rps"] / bare[0])
+        bare_all = [
+            b["rps"]
+            for b in runs
+            if b["scenario"] == "bare"
+            and (b["workers"], b["connections"]) == (workers, connections)
+        ]
+        rows.append(
+            {
+                "workers": workers,
+                "scenario": scenario,
+                "connections": connections,
+                "rps": statistics.median(r["rps"] for r in mine),
+                "p50_ms": statistics.median(r["p50_ms"] for r in mine),
+                "p99_ms": statistics.median(r["p99_ms"] for r in mine),
+                "errors": sum(r["errors"] for r in mine),
+                "bare_rps": statistics.median(bare_all) if bare_all else None,
+                "ratio_to_bare": statistics.median(ratios) if ratios else None,
+                "repeats": len(mine),
+            }
+        )
+    return rows
+
+
+def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    config = meta["config"]
+    lines = [
+        f"Measured {meta['date']} on {meta['machine']['cores']} cores, {meta['machine']['cpu']}, "
+        f"{config['seconds']} s per run, median of {config['repeat']} alternating repeats.",
+        "",
+        "| workers | scenario | connections | requests/s | p50 ms | p99 ms | errors"
+        " | bare Starlette req/s | ratio to bare | peak RSS/worker MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary:
+        ratio = f"{row['ratio_to_bare']:.0%}" if row["ratio_to_bare"] is not None else "-"
+        bare = f"{row['bare_rps']:.0f}" if row["bare_rps"] is not None else "-"
+        rss = max(meta["peak_rss_mb"].get(str(row["workers"]), [0]))
+        lines.append(
+            f"| {row['workers']} | {row['scenario']} | {row['connections']} | {row['rps']:.0f}"
+            f" | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} | {bare} | {ratio}"
+            f" | {rss:.0f} |"
+        )
+    if meta.get("pgbench_tps"):
+        lines += [
+            "",
+            f"pgbench -M prepared, the service's list query (50 rows as JSON), 8 clients: "
+            f"{statistics.median(meta['pgbench_tps']):.0f} transactions/s (median).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--smoke", action="store_true", help="a 2-second run that checks the harness"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating repeats")
+    parser.add_argument("--connections", default="8,64,256")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=50)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.repeat, args.connections, args.workers = 1, 1, "8", "1"
+        args.scenarios, args.users, args.tasks = "list,create", 20, 50
+
+    connections = [int(c) for c in args.connections.split(",")]
+    workers_list = [int(w) for w in args.workers.split(",")]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+
+    work = Path(tempfile.mkdtemp(prefix="todo-bench-"))
+    cluster = PostgresCluster(settings=DURABLE_SETTINGS)
+    servers: list[Server] = []
+    runs: list[dict[str, Any]] = []
+    pgbench_tps: list[float] = []
+    peak_rss: dict[str, list[float]] = {}
+    try:
+        log("starting PostgreSQL (durable settings)")
+        cluster.start()
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        url = cluster.url("bench")
+        log(f"seeding {args.users} users x {args.tasks} tasks")
+        first_tasks = seed(url, args.users, args.tasks)
+        data = work / "data.lua"
+        write_lua_data(first_tasks, data)
+
+        for workers in workers_list:
+            log(f"starting the service and the bare app with {workers} worker(s)")
+            env = service_env(url, workers)
+            service = Server(
+                "service",
+                [sys.executable, "-m", "todo_server", "serve"],
+                env,
+                work / f"service-{workers}.log",
+            )
+            servers.append(service)
+            bare = Server(
+                "bare",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.bare_app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--workers",
+                    str(workers),
+                    "--no-access-log",
+                    "--no-server-header",
+                    "--log-level",
+                    "warning",
+                ],
+                {"PATH": env["PATH"]},
+                work / f"bare-{workers}.log",
+            )
+            servers.append(bare)
+            for target, scenario in ((service, "list"), (bare, "bare")):
+                wrk(target.url, scenario, 16, 1, data)  # warm-up: pools, prepared statements
+            for repeat in range(args.repeat):
+                for conns in connections:
+                    for scenario in ["bare", *scenarios]:
+                        target = bare if scenario == "bare" else service
+                        result = wrk(target.url, scenario, conns, args.seconds, data)
+                        result.update(
+                            workers=workers, scenario=scenario, connections=conns, repeat=repeat
+                        )
+                        runs.append(result)
+                        log(
+                            f"w={workers} c={conns} {scenario:8s} {result['rps']:8.0f} req/s "
+                            f"p50 {result['p50_ms']:6.1f} ms p99 {result['p99_ms']:6.1f} ms "
+                            f"errors {result['errors']}"
+                        )
+                if workers == workers_list[0]:
+                    tps = pgbench(cluster, "bench", args.seconds, args.users)
+                    pgbench_tps.append(tps)
+                    log(f"pgbench list query: {tps:.0f} tps")
+            peak_rss[str(workers)] = service.peak_rss_mb()
+            log(f"peak RSS per worker: {', '.join(f'{m:.0f} MB' for m in peak_rss[str(workers)])}")
+            service.stop()
+            bare.stop()
+    finally:
+        for server in servers:
+            server.stop()
+        cluster.remove()
+
+    summary = summarize(runs)
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "config": {
+            "seconds": args.seconds,
+            "repeat": args.repeat,
+            "users": args.users,
+            "tasks_per_user": args.tasks,
+            "smoke": args.smoke,
+        },
+        "peak_rss_mb": peak_rss,
+        "pgbench_tps": pgbench_tps,
+    }
+    table = markdown(summary, meta)
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"smoke-{stamp}.json" if args.smoke else f"{stamp}.json"
+    target = args.output / name
+    target.write_text(json.dumps({**meta, "summary": summary, "runs": runs}, indent=2) + "\n")
+    if not args.smoke:
+        (args.output / "latest.md").write_text(table)
+    log(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
