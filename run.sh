@@ -4,6 +4,7 @@
 #   ./run.sh                  serve the API (same as ./run.sh serve)
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
+#   ./run.sh bench [--smoke]  run the benchmark harness (bench/run.py --help)
 #   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
 #
 # Installs what it needs: a virtualenv in .venv (re-installed when pyproject.toml
@@ -223,14 +224,21 @@ case "$command" in
   test)
     ensure_venv dev
     [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
-    # The docs pages are checked in a real browser.
+    # The docs pages are checked in a real browser; the benchmark smoke test needs wrk.
     command -v chromium >/dev/null || apt_install chromium
+    command -v wrk >/dev/null || apt_install wrk
     "$VENV/bin/python" -m pytest "$@"
+    ;;
+  bench)
+    ensure_venv dev
+    ensure_postgres_installed
+    command -v wrk >/dev/null || apt_install wrk
+    "$VENV/bin/python" bench/run.py "$@"
     ;;
   vendor-docs)
     vendor_docs
     ;;
   *)
-    die "unknown command '$command'; use: serve, test, migrate, vendor-docs"
+    die "unknown command '$command'; use: serve, test, migrate, bench, vendor-docs"
     ;;
 esac
