@@ -6,21 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from tests.tokens import bearer, frontend_token
+from todo_server.task_store import TASK_FIELDS
 
 PREFIXES = ("/api/tasks", "/api/{user}/tasks", "/users/{user}/tasks")
-TASK_KEYS = {
-    "id",
-    "user_id",
-    "title",
-    "description",
-    "completed",
-    "completed_at",
-    "priority",
-    "due_at",
-    "tags",
-    "created_at",
-    "updated_at",
-}
+TASK_KEYS = set(TASK_FIELDS)
 
 
 class User:

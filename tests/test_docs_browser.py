@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 
 import pytest
 
+from tests.cdp import Browser
 from tests.conftest import settings_env
 from tests.liveserver import LiveServer
+from tests.tokens import frontend_token
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -57,32 +60,77 @@ def server(database_url):
         yield live
 
 
-def test_swagger_ui_renders_the_task_operations(server):
-    dom, console = render(server.base_url + "/docs")
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_render_the_task_operations(server, page):
+    dom, console = render(server.base_url + page)
     for text in (
         "List tasks",
         "Create a task",
         "Set or toggle completion",
         "Restore a deleted task",
+        "/api/{user_id}/tasks",
     ):
         assert text in dom, text
-    assert "Authorize" in dom
-    assert "/api/{user_id}/tasks" in dom
-    assert [line for line in console if "Uncaught" in line] == []
-
-
-def test_redoc_renders_the_task_operations(server):
-    dom, console = render(server.base_url + "/redoc")
-    for text in (
-        "List tasks",
-        "Create a task",
-        "Set or toggle completion",
-        "Restore a deleted task",
-    ):
-        assert text in dom, text
+    if page == "/docs":
+        assert "Authorize" in dom
     assert [line for line in console if "Uncaught" in line] == []
     # Anything from another origin (ReDoc's CDN logo) is stopped by the page's CSP.
     outside = [
         line for line in console if "https://" in line or "http://" in line.split("source:")[0]
     ]
     assert all("Content Security Policy" in line for line in outside), outside
+
+
+SET_VALUE_JS = """
+((selector, value) => {
+  const el = document.querySelector(selector);
+  const proto = el.tagName === "TEXTAREA"
+    ? HTMLTextAreaElement.prototype : HTMLInputElement.prototype;
+  Object.getOwnPropertyDescriptor(proto, "value").set.call(el, value);
+  el.dispatchEvent(new Event("input", {bubbles: true}));
+  el.dispatchEvent(new Event("change", {bubbles: true}));
+  return true;
+})(%s, %s)
+"""
+
+
+def test_swagger_authorize_and_try_it_out_reach_the_service(server, db):
+    """Authorize with a bearer token in the dialog, then Try it out / Execute a create."""
+    token = frontend_token("swagger-user", email="swagger@example.com")
+    browser = Browser(
+        chromium(), [f for f in CHROMIUM_FLAGS if not f.startswith(("--enable-logging", "--v="))]
+    )
+    op = "#operations-tasks-createTask"
+
+    def click(selector: str) -> None:
+        browser.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
+        browser.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+    def fill(selector: str, value: str) -> None:
+        browser.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
+        browser.evaluate(SET_VALUE_JS % (json.dumps(selector), json.dumps(value)))
+
+    try:
+        browser.open(server.base_url + "/docs")
+        click(".btn.authorize")
+        fill(".auth-container input", token)
+        click(".auth-container .auth-btn-wrapper .btn.authorize")
+        click(".auth-container .auth-btn-wrapper .btn-done")
+
+        click(f"{op} .opblock-summary-control")
+        # tryItOutEnabled starts operations in "Try it out" mode; press it only if not.
+        button = f"document.querySelector('{op} .try-out__btn')"
+        if browser.wait_for(f"{button} && {button}.textContent").strip() == "Try it out":
+            click(f"{op} .try-out__btn")
+        fill(f"{op} textarea.body-param__text", '{"title": "made in Swagger UI"}')
+        click(f"{op} .btn.execute")
+        cell = f"document.querySelector('{op} .live-responses-table tbody .response-col_status')"
+        status = browser.wait_for(
+            f"{cell} && /^[0-9]/.test({cell}.textContent) && {cell}.textContent"
+        )
+    finally:
+        browser.close()
+
+    assert status.strip().startswith("201")
+    rows = db.execute("SELECT user_id, title FROM tasks").fetchall()
+    assert rows == [("swagger-user", "made in Swagger UI")]

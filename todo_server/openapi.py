@@ -12,6 +12,7 @@ from typing import Any
 from todo_server import accounts, idempotency, task_input
 from todo_server.cursors import MAX_CURSOR_LENGTH
 from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
+from todo_server.task_store import TASK_FIELDS
 from todo_server.tokens import MAX_SUBJECT_LENGTH
 
 VERSION = "0.1.0"
@@ -71,19 +72,7 @@ def _task_properties() -> dict[str, Any]:
 
 def schemas() -> dict[str, Any]:
     writable = _task_properties()
-    task_fields = [
-        "id",
-        "user_id",
-        "title",
-        "description",
-        "completed",
-        "completed_at",
-        "priority",
-        "due_at",
-        "tags",
-        "created_at",
-        "updated_at",
-    ]
+    task_fields = list(TASK_FIELDS)
     return {
         "Error": {
             "type": "object",

@@ -19,6 +19,21 @@ from psycopg import AsyncConnection, sql
 
 from todo_server.cursors import Cursor
 
+#: A task's public fields, in the order TASK_JSON renders them.
+TASK_FIELDS = (
+    "id",
+    "user_id",
+    "title",
+    "description",
+    "completed",
+    "completed_at",
+    "priority",
+    "due_at",
+    "tags",
+    "created_at",
+    "updated_at",
+)
+
 # The one place a task's public shape is defined.
 TASK_JSON = """json_build_object(
     'id', t.id, 'user_id', t.user_id, 'title', t.title, 'description', t.description,
