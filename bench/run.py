@@ -222,10 +222,13 @@ def wrk(url: str, scenario: str, connections: int, seconds: float, data: Path) -
 
 def pgbench(cluster: PostgresCluster, dbname: str, seconds: float, users: int) -> float:
     """Transactions/s of the service's own list query under pgbench -M prepared."""
-    query, _ = task_store.build_list_query("-created_at", {}, None)
-    with psycopg.connect(cluster.url(dbname)) as conn:
-        text = query.as_string(conn)
-    text = text.replace("%(user_id)s", "'bench-' || :u").replace("%(limit)s", "51")
+    text, _ = task_store.build_list_query("-created_at", {}, None)
+    for placeholder, value in (
+        ("%(user_id)s", "'bench-' || :u"),
+        ("%(limit)s", "50"),
+        ("%(fetch)s", "51"),
+    ):
+        text = text.replace(placeholder, value)
     script = Path(tempfile.mkstemp(suffix=".sql")[1])
     script.write_text(f"\\set u random(1, {users})\n{' '.join(text.split())};\n")
     os.chmod(script, 0o644)

@@ -176,3 +176,42 @@ def test_runner_needs_autocommit(fresh_url, tmp_path):
         pytest.raises(migrate.MigrationError, match="autocommit"),
     ):
         migrate.apply(conn, tmp_path)
+
+
+def test_task_json_is_rendered_on_write_in_utc_whatever_the_session_zone(fresh_url):
+    with connect(fresh_url) as conn:
+        migrate.apply(conn)
+        conn.execute("SET TimeZone = 'America/New_York'")
+        conn.execute("INSERT INTO users (id) VALUES ('tz-user')")
+        conn.execute(
+            "INSERT INTO tasks (user_id, title, due_at)"
+            " VALUES ('tz-user', 'x', '2026-12-01 09:30-05')"
+        )
+        body = conn.execute("SELECT body FROM tasks").fetchone()[0]
+    import json
+
+    task = json.loads(body)
+    assert task["due_at"] == "2026-12-01T14:30:00+00:00"
+    assert task["created_at"].endswith("+00:00")
+
+
+def test_rendering_migration_fills_existing_rows(fresh_url, tmp_path):
+    import json
+    import shutil
+
+    for migration in migrate.discover():
+        if migration.version < 4:
+            shutil.copy(migration.path, tmp_path / migration.path.name)
+    with connect(fresh_url) as conn:
+        migrate.apply(conn, tmp_path)
+        conn.execute("INSERT INTO users (id) VALUES ('old-user')")
+        conn.execute("INSERT INTO tasks (user_id, title, tags) VALUES ('old-user', 'old', '{a}')")
+        migrate.apply(conn)
+        body, task_id = conn.execute("SELECT body, id::text FROM tasks").fetchone()
+    task = json.loads(body)
+    assert (task["id"], task["title"], task["tags"], task["user_id"]) == (
+        task_id,
+        "old",
+        ["a"],
+        "old-user",
+    )

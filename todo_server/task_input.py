@@ -199,35 +199,44 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     """Check every query parameter; 422 listing every problem."""
     errors = FieldErrors()
     values: dict[str, Any] = {}
-    for name in sorted(set(params.keys()) - LIST_PARAMETERS):
-        errors.add(name, "unknown query parameter")
-    for name in LIST_PARAMETERS - {"tag"}:
-        if len(params.getlist(name)) > 1:
+    # One pass over what was sent (this runs on every list request): unknown
+    # names and repeats are refused, the rest are checked below.
+    given: dict[str, str] = {}
+    repeated: set[str] = set()
+    tags: list[str] = []
+    for name, value in params.multi_items():
+        if name == "tag":
+            tags.append(value)
+        elif name not in LIST_PARAMETERS:
+            errors.add(name, "unknown query parameter")
+        elif name not in given:
+            given[name] = value
+        elif name not in repeated:
+            repeated.add(name)
             errors.add(name, "must be given at most once")
 
-    if (limit := params.get("limit")) is not None:
+    if (limit := given.get("limit")) is not None:
         if not limit.isdigit() or not LIMIT_MIN <= int(limit) <= LIMIT_MAX:
             errors.add("limit", f"must be a whole number from {LIMIT_MIN} to {LIMIT_MAX}")
         else:
             values["limit"] = int(limit)
-    if (cursor := params.get("cursor")) is not None:
+    if (cursor := given.get("cursor")) is not None:
         values["cursor"] = cursor
-    if (sort := params.get("sort")) is not None:
+    if (sort := given.get("sort")) is not None:
         if sort not in SORTS:
             errors.add("sort", f"must be one of {', '.join(SORTS)}")
         else:
             values["sort"] = sort
-    if (completed := params.get("completed")) is not None:
+    if (completed := given.get("completed")) is not None:
         if completed not in ("true", "false"):
             errors.add("completed", "must be true or false")
         else:
             values["completed"] = completed == "true"
-    if (priority := params.get("priority")) is not None:
+    if (priority := given.get("priority")) is not None:
         if priority not in PRIORITIES:
             errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")
         else:
             values["priority"] = priority
-    tags = params.getlist("tag")
     if tags:
         if len(tags) > TAGS_MAX:
             errors.add("tag", f"must be given at most {TAGS_MAX} times")
@@ -235,13 +244,13 @@ def parse_list_query(params: QueryParams) -> ListQuery:
             errors.add("tag", f"must be 1 to {TAG_MAX} characters")
         else:
             values["tags"] = tags
-    if (q := params.get("q")) is not None:
+    if (q := given.get("q")) is not None:
         if not 1 <= len(q) <= QUERY_MAX or "\x00" in q:
             errors.add("q", f"must be 1 to {QUERY_MAX} characters")
         else:
             values["q"] = q
     for name in ("due_before", "due_after", "updated_since"):
-        if (text := params.get(name)) is not None:
+        if (text := given.get(name)) is not None:
             parsed = parse_timestamp(text)
             if parsed is None:
                 errors.add(name, "must be an RFC 3339 date-time with offset")

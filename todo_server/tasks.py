@@ -137,8 +137,8 @@ async def list_tasks(request: Request) -> Response:
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
     body = (
         '{"tasks":['
-        + ",".join(page.bodies)
-        + f'],"count":{len(page.bodies)},"next_cursor":{json.dumps(next_cursor)}}}'
+        + page.bodies
+        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
     )
     return Response(body, media_type="application/json")
 
