@@ -64,9 +64,19 @@ def encodes_as_utf8(data: Any) -> bool:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or the matching error."""
+    return _json_object(request, await request.body())
+
+
+async def read_optional_json_object(request: Request) -> dict[str, Any] | None:
+    """Like ``read_json_object``, but no body (or only whitespace) is None."""
+    body = await request.body()
+    return _json_object(request, body) if body.strip() else None
+
+
+def _json_object(request: Request, body: bytes) -> dict[str, Any]:
     if not is_json(media_type(request)):
         raise UnsupportedMediaType()
-    data = parse_json(await request.body())
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise ValidationFailed.field("body", "must be a JSON object")
     return data

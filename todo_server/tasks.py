@@ -20,14 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from todo_server import idempotency, task_store
-from todo_server.bodies import FieldErrors, is_json, media_type, parse_json, read_json_object
+from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import CursorCodec
 from todo_server.errors import (
     Forbidden,
     NotFound,
     PreconditionFailed,
-    UnsupportedMediaType,
     ValidationFailed,
 )
 from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
@@ -217,14 +216,9 @@ async def update_task(request: Request) -> Response:
 
 async def completion_from_body(request: Request) -> bool | None:
     """``{"completed": bool}`` sets; no body, an empty body or ``{}`` toggles (None)."""
-    raw = await request.body()
-    if not raw.strip():
+    data = await read_optional_json_object(request)
+    if data is None:
         return None
-    if not is_json(media_type(request)):
-        raise UnsupportedMediaType()
-    data = parse_json(raw)
-    if not isinstance(data, dict):
-        raise ValidationFailed.field("body", "must be a JSON object")
     errors = FieldErrors()
     errors.unknown_fields(data, {"completed"})
     completed = data.get("completed")
