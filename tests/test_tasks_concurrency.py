@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
+import psycopg
 import pytest
 
 from tests.conftest import settings_env
@@ -236,3 +238,39 @@ def test_200_concurrent_creates_by_8_users_without_error_or_leak(database_url, d
                 f"{user} task {i}" for i in range(25)
             )
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 200
+
+
+def test_beyond_the_waiting_limit_requests_get_a_fast_503(database_url, db):
+    """Overload is shed at once with 503 + Retry-After, not queued for seconds."""
+    env = settings_env(
+        database_url,
+        DB_POOL_MIN="1",
+        DB_POOL_MAX="1",
+        DB_POOL_MAX_WAITING="1",
+        DB_POOL_TIMEOUT="10",
+    )
+    headers = bearer(frontend_token("ada"))
+    with LiveServer(env) as live, httpx2.Client(base_url=live.base_url, timeout=30) as http:
+        assert http.post("/api/tasks", json={"title": "first"}, headers=headers).status_code == 201
+        blocker = psycopg.connect(database_url)
+        # Hold Ada's row: the next create takes the only pooled connection and waits on it.
+        blocker.execute("SELECT 1 FROM users WHERE id = 'ada' FOR UPDATE")
+        with ThreadPoolExecutor(2) as pool:
+            holding = pool.submit(http.post, "/api/tasks", json={"title": "held"}, headers=headers)
+            time.sleep(0.5)
+            waiting = pool.submit(
+                http.post, "/api/tasks", json={"title": "queued"}, headers=headers
+            )
+            time.sleep(0.5)
+            start = time.monotonic()
+            shed = http.post("/api/tasks", json={"title": "one too many"}, headers=headers)
+            elapsed = time.monotonic() - start
+            blocker.rollback()
+            blocker.close()
+            assert holding.result().status_code == 201
+            assert waiting.result().status_code == 201
+    assert_error(shed, 503, "service_unavailable")
+    assert shed.headers["retry-after"] == "2"
+    assert elapsed < 1.0
+    titles = {row[0] for row in db.execute("SELECT title FROM tasks")}
+    assert titles == {"first", "held", "queued"}
