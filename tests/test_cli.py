@@ -101,4 +101,6 @@ def test_serve_end_to_end_with_json_logs(database_url):
         "user_id": None,
     }.items() <= access[-1].items()
     assert isinstance(access[-1]["duration_ms"], float)
+    # Stopped with SIGTERM, the server still writes out its last queued lines.
+    assert lines[-1]["message"].startswith("Finished server process")
     assert TEST_SECRET not in server.output

@@ -24,6 +24,7 @@ from todo_server.config import Settings, load_settings
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
+from todo_server.logs import flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
@@ -74,6 +75,9 @@ def create_app(
             }
         finally:
             await pool.close()
+            # A worker process may be ended by its signal right after this;
+            # write out what is queued first.
+            flush_logs()
 
     login_throttle = LoginThrottle(
         max_per_email=settings.login_max_failures,

@@ -26,10 +26,11 @@ def serve() -> int:
     import uvicorn
 
     from todo_server.app import create_app, refuse_pending_migrations
-    from todo_server.logs import configure_logging
+    from todo_server.logs import configure_logging, exit_cleanly_on_signals
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    exit_cleanly_on_signals()
     # The lifespan checks again; checking here first turns the refusal into one
     # line and exit status 1 instead of uvicorn's start-up traceback.
     asyncio.run(refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))

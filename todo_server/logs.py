@@ -10,7 +10,9 @@ import atexit
 import json
 import logging
 import queue
+import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
@@ -80,8 +82,9 @@ class _BatchWriter(QueueListener):
                 except queue.Empty:
                     break
             lines = []
+            flushed = [item for item in batch if isinstance(item, threading.Event)]
             for record in batch:
-                if record is self._sentinel:
+                if record is self._sentinel or isinstance(record, threading.Event):
                     continue
                 try:
                     lines.append(self.formatter.format(record))
@@ -93,6 +96,8 @@ class _BatchWriter(QueueListener):
                     self.stream.flush()
                 except (OSError, ValueError):
                     pass  # stderr is gone; there is nowhere left to say so
+            for done in flushed:
+                done.set()
             if any(record is self._sentinel for record in batch):
                 return
 
@@ -112,6 +117,30 @@ def stop_logging() -> None:
 
 
 atexit.register(stop_logging)
+
+
+def flush_logs(timeout: float = 2.0) -> None:
+    """Wait until everything logged so far has been written."""
+    if _listener is not None:
+        done = threading.Event()
+        _listener.queue.put(done)
+        done.wait(timeout)
+
+
+def exit_cleanly_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the process through SystemExit, so queued logs are written.
+
+    uvicorn handles these signals while it serves, then restores the previous
+    handlers and raises the signal again; with the default handler the process
+    would die there, before atexit writes what is still queued (the shutdown
+    lines). Install before uvicorn starts, in the main thread.
+    """
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, leave)
 
 
 def configure_logging(level: str, fmt: str) -> None:
