@@ -183,16 +183,17 @@ class ListQuery:
     due_after: datetime | None = None
     updated_since: datetime | None = None
 
-    @property
-    def filtered(self) -> bool:
-        return (
-            self.completed is not None
-            or self.priority is not None
-            or bool(self.tags)
-            or self.q is not None
-            or self.due_before is not None
-            or self.due_after is not None
-        )
+    def filters(self) -> dict[str, Any]:
+        """The filters this query asks for, by name (the keys of task_store.LIST_FILTERS)."""
+        candidates = {
+            "completed": self.completed,
+            "priority": self.priority,
+            "tags": self.tags,
+            "q": self.q,
+            "due_before": self.due_before,
+            "due_after": self.due_after,
+        }
+        return {name: value for name, value in candidates.items() if value not in (None, [])}
 
 
 def parse_list_query(params: QueryParams) -> ListQuery:
@@ -259,7 +260,7 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     errors.raise_if_any()
 
     query = ListQuery(**values)
-    if query.updated_since is not None and (query.filtered or "sort" in values):
+    if query.updated_since is not None and (query.filters() or "sort" in values):
         raise ValidationFailed.field(
             "updated_since", "cannot be combined with filters or sort (changes come oldest first)"
         )

@@ -37,6 +37,7 @@ logger = logging.getLogger("todo_server.tasks")
 
 PREFIXES = ("/api/tasks", "/api/{user_id}/tasks", "/users/{user_id}/tasks")
 TASK_NOT_FOUND = "Task not found"
+TASK_CHANGED = "The task has changed since you read it (If-Match)"
 ETAG_VERSION = re.compile(r'^"(\d{1,9})"$')
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -105,7 +106,7 @@ async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) 
     if if_match is not None:
         found = await task_store.find_task_any_state(conn, user_id, task_id)
         if found is not None and not found[1]:
-            return PreconditionFailed("The task has changed since you read it (If-Match)")
+            return PreconditionFailed(TASK_CHANGED)
     return NotFound(TASK_NOT_FOUND)
 
 
@@ -125,13 +126,8 @@ async def list_tasks(request: Request) -> Response:
                 conn, user_id, query.updated_since, after, query.limit
             )
         else:
-            filters = {
-                name: getattr(query, name)
-                for name in ("completed", "priority", "tags", "q", "due_before", "due_after")
-                if getattr(query, name) not in (None, [])
-            }
             page = await task_store.list_tasks(
-                conn, user_id, sort=sort, filters=filters, after=after, limit=query.limit
+                conn, user_id, sort=sort, filters=query.filters(), after=after, limit=query.limit
             )
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
     body = (
@@ -273,7 +269,7 @@ async def restore_task(request: Request) -> Response:
         raise NotFound(TASK_NOT_FOUND)
     current, deleted = found
     if if_match is not None and current.version not in if_match:
-        raise PreconditionFailed("The task has changed since you read it (If-Match)")
+        raise PreconditionFailed(TASK_CHANGED)
     if deleted:  # lost a race with another restore or delete; report what is there now
         raise NotFound(TASK_NOT_FOUND)
     return task_response(current)
