@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from todo_server.bodies import FieldErrors, has_control_nul, read_form_or_json, read_json_object
+from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, read_json_object
 from todo_server.config import Settings
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
@@ -112,7 +112,7 @@ def validate_registration(data: dict[str, Any]) -> tuple[str, str, str | None]:
             errors.add("name", "must be a string or null")
         elif len(name.strip()) > MAX_NAME_LENGTH:
             errors.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
-        elif has_control_nul(name):
+        elif contains_nul(name):
             errors.add("name", "must not contain NUL characters")
         else:
             name = name.strip() or None

@@ -24,7 +24,7 @@ from todo_server.config import Settings, load_settings
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
-from todo_server.logs import flush_logs
+from todo_server.logs import configure_logging, flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
@@ -114,8 +114,6 @@ def create_app(
 
 def create_app_from_environment() -> Starlette:
     """The app for one worker process of ``serve`` with WORKERS > 1."""
-    from todo_server.logs import configure_logging
-
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -111,6 +111,6 @@ class FieldErrors:
             raise ValidationFailed(details=self.details)
 
 
-def has_control_nul(text: str) -> bool:
+def contains_nul(text: str) -> bool:
     """PostgreSQL text cannot hold NUL characters."""
     return "\x00" in text

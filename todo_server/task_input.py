@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from todo_server.bodies import FieldErrors
+from todo_server.bodies import FieldErrors, contains_nul
 from todo_server.errors import ValidationFailed
 
 TITLE_MAX = 255
@@ -73,7 +73,7 @@ def is_task_id(text: str) -> bool:
 
 
 def _text_problem(value: str) -> str | None:
-    if "\x00" in value:
+    if contains_nul(value):
         return "must not contain NUL characters"
     return None
 
