@@ -231,9 +231,8 @@ async def find_task_any_state(
     """The task whether deleted or not, and whether it is deleted."""
     cursor = await conn.execute(FIND_TASK_ANY_STATE_SQL, {"user_id": user_id, "task_id": task_id})
     row = await cursor.fetchone()
-    if row is None:
-        return None
-    return TaskRow(row["id"], row["version"], row["body"]), row["deleted"]
+    task = _row(row)
+    return None if row is None or task is None else (task, row["deleted"])
 
 
 async def update_task(
