@@ -257,3 +257,14 @@ def test_unusable_login_email_is_422_not_an_error(client, email):
     r = client.post("/auth/login", data={"username": email, "password": PASSWORD})
     assert r.status_code == 422
     assert r.json()["details"][0]["field"] == "username"
+
+
+def test_registrations_per_client_address_are_capped(make_client, db):
+    client = make_client(REGISTRATIONS_PER_IP="3")
+    for n in range(3):
+        assert register(client, email=f"r{n}@example.com").status_code == 201
+    r = register(client, email="r3@example.com")
+    assert r.status_code == 429
+    assert r.json()["code"] == "rate_limited"
+    assert 880 <= int(r.headers["retry-after"]) <= 900
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 3

@@ -19,6 +19,8 @@ from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, rea
 from todo_server.config import Settings
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
+    LOGIN,
+    REGISTRATION,
     dummy_hash,
     hash_password_async,
     needs_rehash,
@@ -159,6 +161,11 @@ def token_json(settings: Settings, user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (or as a trusted proxy reported it)."""
+    return request.client.host if request.client else "unknown"
+
+
 def refuse_when_local_accounts_disabled(settings: Settings) -> None:
     if not settings.accepts_shared_secret_tokens:
         raise Forbidden("Local accounts are disabled: JWT_ALGORITHMS does not accept HS256 tokens")
@@ -168,8 +175,17 @@ async def register(request: Request) -> JSONResponse:
     settings: Settings = request.state.settings
     pool: AsyncConnectionPool = request.state.pool
     refuse_when_local_accounts_disabled(settings)
+    throttle: LoginThrottle = request.state.login_throttle
     email, password, name = validate_registration(await read_json_object(request))
-    password_hash = await hash_password_async(password)
+    async with pool.connection() as conn:
+        reservation = await throttle.reserve_registration(conn, client_address(request))
+    if reservation.retry_after is not None:
+        logger.warning("registration throttled (retry after %ss)", reservation.retry_after)
+        raise RateLimited(
+            "Too many registrations from this address; try again later",
+            headers={"Retry-After": str(reservation.retry_after)},
+        )
+    password_hash = await hash_password_async(password, REGISTRATION)
     async with pool.connection() as conn:
         cursor = await conn.execute(
             INSERT_LOCAL_USER_SQL,
@@ -188,15 +204,15 @@ async def login(request: Request) -> JSONResponse:
     throttle: LoginThrottle = request.state.login_throttle
     refuse_when_local_accounts_disabled(settings)
     email, password = validate_login(await read_form_or_json(request))
-    client_ip = request.client.host if request.client else "unknown"
 
+    # Reserve the attempt before hashing: concurrent attempts cannot all pass the check.
     async with pool.connection() as conn:
-        retry_after = await throttle.retry_after(conn, email, client_ip)
-        if retry_after is not None:
-            logger.warning("login throttled (retry after %ss)", retry_after)
+        reservation = await throttle.reserve_login(conn, email, client_address(request))
+        if reservation.retry_after is not None:
+            logger.warning("login throttled (retry after %ss)", reservation.retry_after)
             raise RateLimited(
                 "Too many failed logins; try again later",
-                headers={"Retry-After": str(retry_after)},
+                headers={"Retry-After": str(reservation.retry_after)},
             )
         cursor = await conn.execute(FIND_LOCAL_USER_BY_EMAIL_SQL, {"email": email})
         user = await cursor.fetchone()
@@ -205,15 +221,14 @@ async def login(request: Request) -> JSONResponse:
     matches = await verify_password_async(password, stored)
 
     if user is None or not matches:
-        async with pool.connection() as conn:
-            await throttle.record_failure(conn, email, client_ip)
+        # The reservation stays: it is the failure.
         logger.info("login failed (%s)", "unknown email" if user is None else "wrong password")
         raise Unauthorized(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
 
     # Hash before taking a connection: scrypt takes a third of a second.
-    upgraded = await hash_password_async(password) if needs_rehash(stored) else None
+    upgraded = await hash_password_async(password, LOGIN) if needs_rehash(stored) else None
     async with pool.connection() as conn:
-        await throttle.clear(conn, email)
+        await throttle.release_login(conn, email, reservation)
         if upgraded is not None:
             await conn.execute(
                 UPDATE_PASSWORD_HASH_SQL, {"id": user["id"], "password_hash": upgraded}

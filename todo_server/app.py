@@ -82,6 +82,7 @@ def create_app(
     login_throttle = LoginThrottle(
         max_per_email=settings.login_max_failures,
         max_per_ip=settings.login_max_failures_per_ip,
+        max_registrations_per_ip=settings.registrations_per_ip,
     )
     routes = [
         Route("/health", health, methods=["GET"]),

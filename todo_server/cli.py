@@ -40,6 +40,10 @@ def serve() -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        # X-Forwarded-For is client input unless a proxy we trust set it; uvicorn
+        # would otherwise believe it from 127.0.0.1.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
         "lifespan": "on",
     }
     if settings.workers == 1:

@@ -10,6 +10,7 @@ command line can stop with one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "50",
         "Failed logins per client address in 15 minutes before 429",
     ),
+    "REGISTRATIONS_PER_IP": ("10", "Registrations per client address in 15 minutes before 429"),
+    "TRUSTED_PROXIES": (
+        "(none)",
+        "Comma-separated proxy addresses whose X-Forwarded-For/-Proto are believed",
+    ),
     "MAX_TASKS_PER_USER": ("10000", "Most live (not deleted) tasks one user may have"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
@@ -117,6 +123,8 @@ class Settings:
     jwks_refresh_interval: float = 30.0
     login_max_failures: int = 10
     login_max_failures_per_ip: int = 50
+    registrations_per_ip: int = 10
+    trusted_proxies: tuple[str, ...] = ()
     max_tasks_per_user: int = 10000
 
     @property
@@ -215,6 +223,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
         login_max_failures=_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1),
         login_max_failures_per_ip=_int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1),
+        registrations_per_ip=_int(env, "REGISTRATIONS_PER_IP", 10, minimum=1),
+        trusted_proxies=_trusted_proxies(env),
         max_tasks_per_user=_int(env, "MAX_TASKS_PER_USER", 10000, minimum=1),
     )
 
@@ -308,3 +318,21 @@ def _algorithms(env: Mapping[str, str], jwks_url: str | None) -> tuple[str, ...]
         if name not in chosen:
             chosen.append(name)
     return tuple(chosen)
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Addresses or networks of proxies trusted to report the client's address."""
+    text = _get(env, "TRUSTED_PROXIES")
+    if text is None:
+        return ()
+    proxies = tuple(part.strip() for part in text.split(",") if part.strip())
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "TRUSTED_PROXIES", f"{proxy!r} is not an IP address or network (or *)"
+            ) from None
+    return proxies

@@ -7,8 +7,11 @@ upgrade a hash made with weaker parameters.
 N=2^14, r=8, p=5 is one of OWASP's equivalent scrypt settings; it needs 16 MiB
 per hash instead of the 128 MiB of N=2^17, p=1, which keeps a worker's memory
 small. Measured on our 2-core machines: about 0.3 s per hash. hashlib.scrypt
-releases the GIL, so hashes run in worker threads, at most ``os.cpu_count()``
-at once, and the event loop keeps serving meanwhile.
+releases the GIL, so hashes run in worker threads and the event loop keeps
+serving meanwhile. Logins and registrations hash in separate slots, at most
+``os.cpu_count()`` at once each: a flood of registrations (throttled per address,
+but an address may be a whole office) can slow a login by sharing the cores,
+never queue it behind them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ SCRYPT_P = 5
 KEY_LENGTH = 32
 SALT_BYTES = 16
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+#: Who is hashing: each purpose has its own slots.
+LOGIN = "login"
+REGISTRATION = "registration"
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -80,20 +87,22 @@ def dummy_hash() -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
-def _slots_here() -> asyncio.Semaphore:
-    """A semaphore for the running event loop (each test client runs its own loop)."""
+def _slots_here(purpose: str) -> asyncio.Semaphore:
+    """The running event loop's semaphore for ``purpose`` (each test client runs its own loop)."""
     loop = asyncio.get_running_loop()
-    slots = _slots.get(loop)
+    by_purpose = _slots.setdefault(loop, {})
+    slots = by_purpose.get(purpose)
     if slots is None:
-        slots = _slots[loop] = asyncio.Semaphore(os.cpu_count() or 2)
+        slots = by_purpose[purpose] = asyncio.Semaphore(os.cpu_count() or 2)
     return slots
 
 
-async def hash_password_async(password: str) -> str:
-    async with _slots_here():
+async def hash_password_async(password: str, purpose: str) -> str:
+    async with _slots_here(purpose):
         return await asyncio.to_thread(hash_password, password)
 
 
 async def verify_password_async(password: str, stored: str) -> bool:
-    async with _slots_here():
+    """Verifying is what logins do: it takes a login slot."""
+    async with _slots_here(LOGIN):
         return await asyncio.to_thread(verify_password, password, stored)

@@ -1,9 +1,18 @@
-"""Login throttling: failures counted per email and per client address, in PostgreSQL.
+"""Throttling of password checks: logins per email and per client address, registrations
+per client address, counted in PostgreSQL so that every server process shares them.
 
-After ``max_per_email`` failures for one email within the window, further
-attempts for that email get 429 until enough of them age out, even with the
-right password; a success clears that email's count. A client address gets a
-larger cap of its own, so one client cannot walk through many emails.
+An attempt is *reserved* before the password is hashed, not recorded after: a
+reservation is a row in ``login_failures``, taken under transaction-scoped
+advisory locks on its keys, after counting the rows already there. So however
+many requests arrive at once, in however many processes, at most ``max`` of
+them pass the check per key and window; the rest get 429 without costing a
+scrypt hash. A failed login keeps its reservation (it *is* the failure); a
+successful one deletes it and clears the email's count. A registration's
+reservation is kept whatever happens: registrations are counted, not failures.
+
+The locks are taken in one order (email, then address), so two requests never
+wait on each other in a cycle, and they are transaction-scoped, so they are
+safe behind PgBouncer's transaction pooling.
 """
 
 from __future__ import annotations
@@ -14,57 +23,89 @@ from psycopg import AsyncConnection
 
 WINDOW_SECONDS = 15 * 60
 
-# The limit-th most recent failure inside the window, per scope, if there is one:
-# once it ages out, the count drops below the limit again.
-BLOCKED_SQL = """
-SELECT max(ceil(extract(epoch FROM failed_at - now())) + %(window)s)::int AS retry_after
-FROM (
-    SELECT scope, failed_at,
-           row_number() OVER (PARTITION BY scope ORDER BY failed_at DESC) AS position
-    FROM login_failures
-    WHERE ((scope = 'email' AND key = %(email)s) OR (scope = 'ip' AND key = %(ip)s))
-      AND failed_at > now() - make_interval(secs => %(window)s)
-) recent
-WHERE (scope = 'email' AND position = %(max_per_email)s)
-   OR (scope = 'ip' AND position = %(max_per_ip)s)
-"""
+# One advisory lock per key; hashtextextended gives a bigint for the key's text.
+LOCK_KEY_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))"
 
-RECORD_FAILURE_SQL = """
+# Under the locks: how long until the limit-th most recent attempt per scope ages
+# out (NULL when no scope is at its limit), and the reservations if none is.
+RESERVE_SQL = """
 WITH expired AS (
     DELETE FROM login_failures WHERE failed_at <= now() - make_interval(secs => %(window)s)
+), recent AS (
+    SELECT scope, failed_at,
+           row_number() OVER (PARTITION BY scope, key ORDER BY failed_at DESC) AS position
+    FROM login_failures
+    WHERE (scope, key) IN (SELECT scope, key FROM unnest(%(scopes)s::text[], %(keys)s::text[])
+                           AS wanted (scope, key))
+      AND failed_at > now() - make_interval(secs => %(window)s)
+), blocked AS (
+    SELECT max(ceil(extract(epoch FROM r.failed_at - now())) + %(window)s)::int AS retry_after
+    FROM recent AS r
+    JOIN unnest(%(scopes)s::text[], %(limits)s::int[]) AS l (scope, max_attempts)
+      ON l.scope = r.scope AND r.position = l.max_attempts
+), reserved AS (
+    INSERT INTO login_failures (scope, key)
+    SELECT scope, key FROM unnest(%(scopes)s::text[], %(keys)s::text[]) AS wanted (scope, key)
+    WHERE (SELECT retry_after FROM blocked) IS NULL
+    RETURNING id
 )
-INSERT INTO login_failures (scope, key) VALUES ('email', %(email)s), ('ip', %(ip)s)
+SELECT (SELECT retry_after FROM blocked) AS retry_after, array(SELECT id FROM reserved) AS ids
 """
 
-CLEAR_EMAIL_SQL = "DELETE FROM login_failures WHERE scope = 'email' AND key = %(email)s"
+# A successful login: its reservations go, and so do the email's earlier failures.
+RELEASE_SQL = """
+DELETE FROM login_failures
+WHERE id = ANY(%(ids)s::bigint[]) OR (scope = 'email' AND key = %(email)s)
+"""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Either the ids of reserved attempts, or the seconds to wait before trying again."""
+
+    ids: list[int]
+    retry_after: int | None
 
 
 @dataclass(frozen=True)
 class LoginThrottle:
     max_per_email: int = 10
     max_per_ip: int = 50
+    max_registrations_per_ip: int = 10
     window_seconds: int = WINDOW_SECONDS
 
-    async def retry_after(self, conn: AsyncConnection, email: str, ip: str) -> int | None:
-        """Seconds until this email and address may try again, or None if they may now."""
-        cursor = await conn.execute(
-            BLOCKED_SQL,
-            {
-                "email": email,
-                "ip": ip,
-                "window": self.window_seconds,
-                "max_per_email": self.max_per_email,
-                "max_per_ip": self.max_per_ip,
-            },
-        )
-        row = await cursor.fetchone()
-        seconds = row["retry_after"] if row else None
-        return None if seconds is None else max(1, seconds)
-
-    async def record_failure(self, conn: AsyncConnection, email: str, ip: str) -> None:
-        await conn.execute(
-            RECORD_FAILURE_SQL, {"email": email, "ip": ip, "window": self.window_seconds}
+    async def reserve_login(self, conn: AsyncConnection, email: str, ip: str) -> Reservation:
+        """Reserve a login attempt for this email and address, or say how long to wait."""
+        return await self._reserve(
+            conn, [("email", email, self.max_per_email), ("ip", ip, self.max_per_ip)]
         )
 
-    async def clear(self, conn: AsyncConnection, email: str) -> None:
-        await conn.execute(CLEAR_EMAIL_SQL, {"email": email})
+    async def reserve_registration(self, conn: AsyncConnection, ip: str) -> Reservation:
+        """Count a registration from this address, or say how long to wait."""
+        return await self._reserve(conn, [("register", ip, self.max_registrations_per_ip)])
+
+    async def release_login(
+        self, conn: AsyncConnection, email: str, reservation: Reservation
+    ) -> None:
+        """The login succeeded: it was no failure, and the email starts afresh."""
+        await conn.execute(RELEASE_SQL, {"ids": reservation.ids, "email": email})
+
+    async def _reserve(
+        self, conn: AsyncConnection, keys: list[tuple[str, str, int]]
+    ) -> Reservation:
+        async with conn.transaction():
+            for scope, key, _limit in keys:
+                await conn.execute(LOCK_KEY_SQL, {"lock": f"todo-server:throttle:{scope}:{key}"})
+            cursor = await conn.execute(
+                RESERVE_SQL,
+                {
+                    "scopes": [scope for scope, _, _ in keys],
+                    "keys": [key for _, key, _ in keys],
+                    "limits": [limit for _, _, limit in keys],
+                    "window": self.window_seconds,
+                },
+            )
+            row = await cursor.fetchone()
+        assert row is not None  # aggregates always give one row
+        seconds = row["retry_after"]
+        return Reservation(row["ids"], None if seconds is None else max(1, seconds))
