@@ -229,6 +229,7 @@ def test_sync_returns_changes_since_with_tombstones(ada, db):
         ],
         "count": 2,
         "next_cursor": None,
+        "sync_token": page["sync_token"],
     }
     from datetime import datetime
 

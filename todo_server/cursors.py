@@ -20,7 +20,7 @@ MAX_CURSOR_LENGTH = 1024
 
 @dataclass(frozen=True)
 class Cursor:
-    sort: str  # e.g. "-created_at", or "sync" for updated_since walks
+    sort: str  # e.g. "-created_at"; "changes" for a sync's pages; "sync-token" for its token
     value: str | None  # the last row's sort value, as PostgreSQL text
     id: str  # the last row's id
 
@@ -46,9 +46,9 @@ class CursorCodec:
         payload = json.dumps([cursor.sort, cursor.value, cursor.id], separators=(",", ":")).encode()
         return f"{_b64(payload)}.{self._sign(payload)}"
 
-    def decode(self, text: str, expected_sort: str) -> Cursor:
+    def decode(self, text: str, expected_sort: str, field: str = "cursor") -> Cursor:
         """The cursor in ``text``; 422 when it was tampered with or belongs to another sort."""
-        invalid = ValidationFailed.field("cursor", "is not a cursor this server issued")
+        invalid = ValidationFailed.field(field, f"is not a {field} this server issued")
         if len(text) > MAX_CURSOR_LENGTH or text.count(".") != 1:
             raise invalid
         body, signature = text.split(".")
@@ -64,5 +64,23 @@ class CursorCodec:
         if value is not None and not isinstance(value, str):
             raise invalid
         if sort != expected_sort:
-            raise ValidationFailed.field("cursor", "belongs to another sort order")
+            raise ValidationFailed.field(field, f"belongs to another {kind(expected_sort)}")
         return Cursor(sort, value, last_id)
+
+
+def kind(sort: str) -> str:
+    """What a mismatched cursor belongs to, for the error message."""
+    return {"changes": "kind of listing", "sync-token": "kind of token"}.get(sort, "sort order")
+
+
+def encode_sync_token(codec: CursorCodec, floor: int) -> str:
+    """The opaque token a client sends as ``sync_token`` for its next sync."""
+    return codec.encode(Cursor("sync-token", str(floor), ""))
+
+
+def decode_sync_token(codec: CursorCodec, text: str) -> int:
+    """The floor in a sync token; 422 when it is not one this server issued."""
+    token = codec.decode(text, "sync-token", field="sync_token")
+    if token.value is None or not token.value.isascii() or not token.value.isdigit():
+        raise ValidationFailed.field("sync_token", "is not a sync_token this server issued")
+    return int(token.value)

@@ -158,7 +158,7 @@ def schemas() -> dict[str, Any]:
         },
         "Tombstone": {
             "type": "object",
-            "description": "A deleted task in an updated_since listing.",
+            "description": "A deleted task in a sync (sync_token or updated_since).",
             "required": ["id", "deleted", "updated_at"],
             "additionalProperties": False,
             "properties": {
@@ -175,10 +175,16 @@ def schemas() -> dict[str, Any]:
                 "tasks": {
                     "type": "array",
                     "items": {"anyOf": [ref("Task"), ref("Tombstone")]},
-                    "description": "Tombstones appear only with updated_since.",
+                    "description": "Tombstones appear only in a sync.",
                 },
                 "count": {"type": "integer", "minimum": 0, "description": "Tasks in this page"},
                 "next_cursor": {"type": ["string", "null"]},
+                "sync_token": {
+                    "type": "string",
+                    "description": "Only in a sync: send it as sync_token for the next sync"
+                    " once every page of this one is read. Ordered by commit, so no change"
+                    " is ever missed; a change may come twice.",
+                },
             },
         },
         "TaskCreate": {
@@ -442,8 +448,15 @@ def parameters() -> dict[str, Any]:
         "UpdatedSince": query(
             "updated_since",
             TIMESTAMP,
-            "Incremental sync: tasks changed after this instant, oldest first, deleted ones as"
-            " tombstones. Not combinable with filters or sort.",
+            "Start of an incremental sync: tasks whose updated_at is after this instant, deleted"
+            " ones as tombstones. updated_at is when a write began, so use it only for the"
+            " first sync and the returned sync_token after. Not combinable with filters or sort.",
+        ),
+        "SyncToken": query(
+            "sync_token",
+            {"type": "string", "maxLength": MAX_CURSOR_LENGTH},
+            "Incremental sync: every task written since the sync that returned this token,"
+            " in write order, deleted ones as tombstones. Not combinable with filters or sort.",
         ),
     }
 
@@ -489,6 +502,7 @@ def task_operations(prefix: str) -> dict[str, Any]:
                     "DueBefore",
                     "DueAfter",
                     "UpdatedSince",
+                    "SyncToken",
                 )
             ],
         ),

@@ -47,6 +47,7 @@ LIST_PARAMETERS = frozenset(
         "due_before",
         "due_after",
         "updated_since",
+        "sync_token",
     }
 )
 
@@ -182,6 +183,12 @@ class ListQuery:
     due_before: datetime | None = None
     due_after: datetime | None = None
     updated_since: datetime | None = None
+    sync_token: str | None = None
+
+    @property
+    def syncing(self) -> bool:
+        """Whether this asks for changes (an incremental sync) rather than a listing."""
+        return self.updated_since is not None or self.sync_token is not None
 
     def filters(self) -> dict[str, Any]:
         """The filters this query asks for, by name (the keys of task_store.LIST_FILTERS)."""
@@ -223,6 +230,8 @@ def parse_list_query(params: QueryParams) -> ListQuery:
             values["limit"] = int(limit)
     if (cursor := given.get("cursor")) is not None:
         values["cursor"] = cursor
+    if (sync_token := given.get("sync_token")) is not None:
+        values["sync_token"] = sync_token
     if (sort := given.get("sort")) is not None:
         if sort not in SORTS:
             errors.add("sort", f"must be one of {', '.join(SORTS)}")
@@ -260,8 +269,9 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     errors.raise_if_any()
 
     query = ListQuery(**values)
-    if query.updated_since is not None and (query.filters() or "sort" in values):
+    if query.syncing and (query.filters() or "sort" in values):
+        field = "sync_token" if query.sync_token is not None else "updated_since"
         raise ValidationFailed.field(
-            "updated_since", "cannot be combined with filters or sort (changes come oldest first)"
+            field, "cannot be combined with filters or sort (changes come oldest first)"
         )
     return query

@@ -149,20 +149,33 @@ SELECT coalesce(string_agg(body, ',' ORDER BY position)
 FROM ({inner}) AS page
 """
 
-SYNC_TASKS_SQL = PAGE_SQL.replace(
-    "{inner}",
-    f"""
-    SELECT t.id::text AS id, t.updated_at::text AS sort_value,
+# Changes in the order their transactions got ids, from a floor (a sync token's
+# snapshot xmin) and/or an updated_at, deleted tasks as tombstones. The page also
+# reports this statement's snapshot xmin: the floor for the client's next sync
+# (sql/0006 says why that never skips a change).
+SYNC_TASKS_SQL = f"""
+SELECT coalesce(string_agg(body, ',' ORDER BY position)
+                FILTER (WHERE position <= %(limit)s), '') AS bodies,
+       count(*)::int AS fetched,
+       (array_agg(change_xid ORDER BY position))[%(limit)s] AS last_value,
+       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin
+FROM (
+    SELECT t.id::text AS id, t.change_xid,
            CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
-           row_number() OVER (ORDER BY t.updated_at, t.id) AS position
+           row_number() OVER (ORDER BY t.change_xid, t.id) AS position
     FROM tasks AS t
-    WHERE t.user_id = %(user_id)s AND t.updated_at > %(since)s
-      AND (%(after_value)s::timestamptz IS NULL
-           OR (t.updated_at, t.id) > (%(after_value)s::timestamptz, %(after_id)s::uuid))
-    ORDER BY t.updated_at, t.id
+    WHERE t.user_id = %(user_id)s
+      AND t.change_xid >= %(floor)s
+      AND (%(since)s::timestamptz IS NULL OR t.updated_at > %(since)s::timestamptz)
+      AND (t.change_xid, t.id) > (%(after_xid)s, %(after_id)s::uuid)
+    ORDER BY t.change_xid, t.id
     LIMIT %(fetch)s
-    """,
-)
+) AS page
+"""
+
+#: Sorts before every real task id, for the first page of a sync.
+NO_TASK_ID = "00000000-0000-0000-0000-000000000000"
 
 
 class QuotaExceeded(Exception):
@@ -183,6 +196,12 @@ class Page:
     bodies: str  # the tasks' JSON objects, comma-separated
     count: int
     next_cursor: Cursor | None
+
+
+@dataclass(frozen=True)
+class SyncPage(Page):
+    #: Where the client's next sync starts once it has every page of this one.
+    next_floor: int = 0
 
 
 def _row(row: dict[str, Any] | None) -> TaskRow | None:
@@ -418,13 +437,44 @@ async def list_tasks(
 
 
 async def sync_tasks(
-    conn: AsyncConnection, user_id: str, since: datetime, after: Cursor | None, limit: int
-) -> Page:
-    """Every task changed after ``since``, oldest change first; deleted ones as tombstones."""
-    params = {
-        "user_id": user_id,
-        "since": since,
-        "after_value": after.value if after else None,
-        "after_id": after.id if after else None,
-    }
-    return await _page(conn, SYNC_TASKS_SQL, params, "sync", limit)
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    floor: int | None,
+    since: datetime | None,
+    after: Cursor | None,
+    limit: int,
+) -> SyncPage:
+    """Every task written since ``floor`` (a sync token's) and/or ``since``, in write order.
+
+    A sync that takes several pages keeps the first page's snapshot xmin as the
+    floor for the next sync (it travels in the cursor): a change that committed
+    behind the keyset while the client paged is picked up by that next sync.
+    """
+    next_floor: int | None = None
+    after_xid, after_id = -1, NO_TASK_ID
+    if after is not None:
+        assert after.value is not None  # the cursor codec only issues sync cursors with one
+        first_floor, _, last_xid = after.value.partition(":")
+        next_floor, after_xid, after_id = int(first_floor), int(last_xid), after.id
+    cursor = await conn.execute(
+        SYNC_TASKS_SQL,
+        {
+            "user_id": user_id,
+            "floor": floor or 0,
+            "since": since,
+            "after_xid": after_xid,
+            "after_id": after_id,
+            "limit": limit,
+            "fetch": limit + 1,
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate always returns one row
+    if next_floor is None:
+        next_floor = row["snapshot_xmin"]
+    more = row["fetched"] > limit
+    next_cursor = (
+        Cursor("changes", f"{next_floor}:{row['last_value']}", row["last_id"]) if more else None
+    )
+    return SyncPage(row["bodies"], min(row["fetched"], limit), next_cursor, next_floor)

@@ -22,14 +22,14 @@ from starlette.routing import Route
 from todo_server import idempotency, task_store
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
-from todo_server.cursors import CursorCodec
+from todo_server.cursors import CursorCodec, decode_sync_token, encode_sync_token
 from todo_server.errors import (
     Forbidden,
     NotFound,
     PreconditionFailed,
     ValidationFailed,
 )
-from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
+from todo_server.task_input import ListQuery, is_task_id, parse_list_query, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
 
@@ -118,22 +118,38 @@ async def list_tasks(request: Request) -> Response:
     pool: AsyncConnectionPool = request.state.pool
     codec: CursorCodec = request.state.cursors
     query = parse_list_query(request.query_params)
-    sort = "sync" if query.updated_since is not None else query.sort
-    after = codec.decode(query.cursor, sort) if query.cursor is not None else None
+    if query.syncing:
+        return await sync_tasks(request, user_id, query)
+    after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     async with pool.connection() as conn:
-        if query.updated_since is not None:
-            page = await task_store.sync_tasks(
-                conn, user_id, query.updated_since, after, query.limit
-            )
-        else:
-            page = await task_store.list_tasks(
-                conn, user_id, sort=sort, filters=query.filters(), after=after, limit=query.limit
-            )
+        page = await task_store.list_tasks(
+            conn, user_id, sort=query.sort, filters=query.filters(), after=after, limit=query.limit
+        )
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
     body = (
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
+    )
+    return Response(body, media_type="application/json")
+
+
+async def sync_tasks(request: Request, user_id: str, query: ListQuery) -> Response:
+    """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
+    pool: AsyncConnectionPool = request.state.pool
+    codec: CursorCodec = request.state.cursors
+    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
+    after = codec.decode(query.cursor, "changes") if query.cursor is not None else None
+    async with pool.connection() as conn:
+        page = await task_store.sync_tasks(
+            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
+        )
+    next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
+    body = (
+        '{"tasks":['
+        + page.bodies
+        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
+        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
     )
     return Response(body, media_type="application/json")
 
