@@ -2,6 +2,7 @@
 # todo-server's one entry point on a development machine or in CI.
 #
 #   ./run.sh                  serve the API (same as ./run.sh serve)
+#   ./run.sh setup            install and prepare everything serve needs, then stop
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
 #   ./run.sh bench [--smoke]  run the benchmark harness (bench/run.py --help)
@@ -39,13 +40,29 @@ load_dotenv() {
   done <"$ROOT/.env"
 }
 
+# --- Set-up lock: two first runs at once must not build one .venv or cluster twice
+# The lock is file descriptor 9 on .data/setup.lock, held from the first set-up
+# step until the command proper starts; long-lived children never inherit it.
+take_setup_lock() {
+  mkdir -p "$DATA"
+  exec 9>"$DATA/setup.lock"
+  if ! flock -n 9; then
+    say "waiting for another ./run.sh in this folder to finish setting up"
+    flock 9
+  fi
+}
+
+release_setup_lock() {
+  exec 9>&-
+}
+
 # --- Python: a virtualenv with the project installed ------------------------
 apt_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null ||
     die "please install: $* (apt-get install $*), then run again"
   say "installing $* with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 ensure_venv() {
@@ -143,7 +160,7 @@ start_local_postgres() {
   else
     say "starting the private PostgreSQL (socket in $socket_dir)"
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 \
-      -o "-c listen_addresses='' -k $socket_dir -c unix_socket_permissions=0700" start >/dev/null ||
+      -o "-c listen_addresses='' -k $socket_dir -c unix_socket_permissions=0700" start >/dev/null 9>&- ||
       die "PostgreSQL did not start; see $PGDATA_DIR/server.log"
     PG_STARTED_HERE=1
     trap stop_local_postgres EXIT
@@ -209,36 +226,54 @@ command=${1:-serve}
 case "$command" in
   serve)
     load_dotenv
+    take_setup_lock
     ensure_venv ""
     ensure_database
     ensure_secret
     "$VENV/bin/todo-server" migrate
+    release_setup_lock
     run_child "$VENV/bin/todo-server" serve
+    ;;
+  setup)
+    # Everything `serve` prepares (.venv, the private PostgreSQL, the secret,
+    # migrations), then stop; the private PostgreSQL is stopped again on exit.
+    load_dotenv
+    take_setup_lock
+    ensure_venv ""
+    ensure_database
+    ensure_secret
+    "$VENV/bin/todo-server" migrate
     ;;
   migrate)
     load_dotenv
+    take_setup_lock
     ensure_venv ""
     ensure_database
+    release_setup_lock
     "$VENV/bin/todo-server" migrate "$@"
     ;;
   test)
+    take_setup_lock
     ensure_venv dev
     [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
     # The docs pages are checked in a real browser; the benchmark smoke test needs wrk.
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
+    release_setup_lock
     "$VENV/bin/python" -m pytest "$@"
     ;;
   bench)
+    take_setup_lock
     ensure_venv dev
     ensure_postgres_installed
     command -v wrk >/dev/null || apt_install wrk
+    release_setup_lock
     "$VENV/bin/python" bench/run.py "$@"
     ;;
   vendor-docs)
     vendor_docs
     ;;
   *)
-    die "unknown command '$command'; use: serve, test, migrate, bench, vendor-docs"
+    die "unknown command '$command'; use: serve, setup, test, migrate, bench, vendor-docs"
     ;;
 esac

@@ -129,7 +129,12 @@ def ensure_template(bindir: Path) -> Path:
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(cache.name + f".partial-{os.getpid()}")
         shutil.copytree(data, partial, symlinks=True)
-        os.replace(partial, cache)
+        try:
+            os.replace(partial, cache)
+        except OSError:  # another session made it first
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (cache / "PG_VERSION").exists():
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return cache
