@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
@@ -77,6 +78,17 @@ def if_match_versions(request: Request) -> list[int] | None:
         if match:
             versions.append(int(match.group(1)))
     return versions
+
+
+def location_base(request: Request) -> str:
+    """The collection's path, percent-encoded, for Location headers.
+
+    The path holds the user id as decoded text, which may be anything a token's
+    subject can be (``ユーザー``, ``a b``, ``100%``); a header must be ASCII.
+    Built before anything is written, so a create never commits and then
+    fails to answer.
+    """
+    return quote(request.scope["path"].rstrip("/"), safe="/")
 
 
 def etag(version: int) -> str:
@@ -146,7 +158,7 @@ async def create_task(request: Request) -> Response:
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     data = await read_json_object(request)
     fields = parse_task_fields(data, creating=True)
-    location_base = request.url.path.rstrip("/")
+    collection = location_base(request)
 
     async def create(conn) -> TaskRow:
         try:
@@ -176,13 +188,13 @@ async def create_task(request: Request) -> Response:
                         replay,
                         stored.status,
                         {
-                            "Location": f"{location_base}/{stored.task_id}",
+                            "Location": f"{collection}/{stored.task_id}",
                             "Idempotent-Replayed": "true",
                         },
                     )
                 row = await create(conn)
                 await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
-    return task_response(row, 201, {"Location": f"{location_base}/{row.id}"})
+    return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
 
 
 async def get_task(request: Request) -> Response:
