@@ -138,10 +138,8 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
+                # bytes.isdigit is ASCII-only; int() would also take "١٠" or "1_0".
+                declared = int(value) if value.isdigit() and len(value) < 20 else -1
                 if declared > self.max_bytes:
                     too_large = PayloadTooLarge(
                         f"Request body must be at most {self.max_bytes} bytes"

@@ -39,7 +39,7 @@ logger = logging.getLogger("todo_server.tasks")
 PREFIXES = ("/api/tasks", "/api/{user_id}/tasks", "/users/{user_id}/tasks")
 TASK_NOT_FOUND = "Task not found"
 TASK_CHANGED = "The task has changed since you read it (If-Match)"
-ETAG_VERSION = re.compile(r'^"(\d{1,9})"$')
+ETAG_VERSION = re.compile(r'"([0-9]{1,9})"')
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -74,7 +74,7 @@ def if_match_versions(request: Request) -> list[int] | None:
         return None
     versions = []
     for tag in header.split(","):
-        match = ETAG_VERSION.match(tag.strip())  # weak tags never match (strong comparison)
+        match = ETAG_VERSION.fullmatch(tag.strip())  # weak tags never match (strong comparison)
         if match:
             versions.append(int(match.group(1)))
     return versions
