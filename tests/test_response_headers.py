@@ -61,3 +61,66 @@ def test_every_task_route_answers_odd_user_ids_with_sendable_headers(client, db,
     assert db.execute("SELECT count(*) FROM tasks WHERE user_id = %s", (user_id,)).fetchone() == (
         2,
     )
+
+
+def responses_to_everything(client) -> dict[str, object]:
+    """One response of each kind: data, tokens, errors of every layer, docs."""
+    auth = User(client, "ada").headers
+    account = {"email": "ada@example.com", "password": "correct horse"}
+    return {
+        "register": client.post("/auth/register", json=account),
+        "login": client.post("/auth/login", json=account),
+        "login refused": client.post("/auth/login", json={**account, "password": "wrong one"}),
+        "health": client.get("/health"),
+        "me": client.get("/auth/me", headers=auth),
+        "create": client.post("/api/tasks", json={"title": "t"}, headers=auth),
+        "list": client.get("/api/tasks", headers=auth),
+        "422": client.get("/api/tasks?limit=0", headers=auth),
+        "401": client.get("/api/tasks"),
+        "404": client.get("/nowhere", headers=auth),
+        "405": client.delete("/health"),
+        "413": client.post("/api/tasks", content=b"x" * 70_000, headers=auth),
+        "preflight": client.options(
+            "/api/tasks",
+            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+        ),
+        "refused preflight": client.options(
+            "/api/tasks",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        ),
+    }
+
+
+def test_every_response_is_nosniff_and_private_data_is_never_stored(client):
+    for kind, r in responses_to_everything(client).items():
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"], kind
+        assert r.headers.get_list("cache-control") == ["no-store"], kind
+        assert_sendable(r)
+
+
+def test_token_responses_also_say_pragma_no_cache(client):
+    responses = responses_to_everything(client)
+    assert responses["register"].status_code == 201
+    assert responses["login"].status_code == 200
+    for kind in ("register", "login", "login refused"):
+        assert responses[kind].headers["pragma"] == "no-cache", kind
+    assert "pragma" not in responses["list"].headers
+
+
+def test_docs_may_be_cached_but_are_revalidated(client):
+    for path in (
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+        "/docs/static/docs-init.js",
+        "/docs/static/vendor/swagger-ui/swagger-ui.css",
+    ):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert r.headers.get_list("cache-control") == ["no-cache"], path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    asset = client.get("/docs/static/docs-init.js")
+    again = client.get(
+        "/docs/static/docs-init.js", headers={"If-None-Match": asset.headers["etag"]}
+    )
+    assert again.status_code == 304
