@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -20,6 +24,13 @@ from todo_server.config import DatabaseSettings
 logger = logging.getLogger("todo_server.db")
 
 RECONNECT_TIMEOUT_SECONDS = 3.0
+
+#: Tries of a transaction PostgreSQL aborted for a deadlock or a serialization
+#: failure: the first, and two more.
+CONFLICT_ATTEMPTS = 3
+RETRYABLE_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+T = TypeVar("T")
 
 #: A connection checked out again within this many seconds is trusted as is;
 #: one that sat idle longer is checked with a round trip first.
@@ -89,3 +100,35 @@ async def probe(pool: AsyncConnectionPool, timeout: float) -> bool:
     except (PoolTimeout, psycopg.OperationalError) as exc:
         logger.warning("database probe failed: %s", type(exc).__name__)
         return False
+
+
+async def retry_conflicts(
+    conn: psycopg.AsyncConnection, work: Callable[[], Awaitable[T]], what: str
+) -> T:
+    """``work()``, run again after a deadlock or serialization failure (3 tries in all).
+
+    PostgreSQL rolls back the whole transaction it chose as a deadlock victim,
+    so running it again is safe only when ``work`` is that whole transaction
+    (it opens and closes ``conn.transaction()`` itself) or one autocommit
+    statement. Inside an outer transaction the connection is left aborted, not
+    idle: then nothing is retried and the error goes on to the handler.
+    """
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return await work()
+        except RETRYABLE_CONFLICTS as exc:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                raise
+            if attempt == CONFLICT_ATTEMPTS:
+                logger.warning(
+                    "%s: %s %d times; giving up", what, type(exc).__name__, CONFLICT_ATTEMPTS
+                )
+                raise
+            logger.info(
+                "%s: %s; trying again (%d of %d)",
+                what,
+                type(exc).__name__,
+                attempt + 1,
+                CONFLICT_ATTEMPTS,
+            )
+    raise AssertionError("unreachable")

@@ -24,6 +24,7 @@ from todo_server import idempotency, task_store
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import CursorCodec
+from todo_server.db import retry_conflicts
 from todo_server.errors import (
     Forbidden,
     NotFound,
@@ -173,28 +174,32 @@ async def create_task(request: Request) -> Response:
         except QuotaExceeded:
             raise quota_error(settings) from None
 
-    async with pool.connection() as conn:
+    async def create_once(conn) -> Response:
+        """The create with its key, as one transaction (so it can be retried whole)."""
         if key is None:
             row = await create(conn)
-        else:
-            fingerprint = idempotency.request_hash(data)
-            async with conn.transaction():
-                if not await idempotency.claim(conn, user_id, key, fingerprint):
-                    stored = await idempotency.stored_response(conn, user_id, key, fingerprint)
-                    if stored is None:
-                        raise ValidationFailed.field("Idempotency-Key", "is in use; retry shortly")
-                    replay = TaskRow(stored.task_id, 1, stored.body)
-                    return task_response(
-                        replay,
-                        stored.status,
-                        {
-                            "Location": f"{collection}/{stored.task_id}",
-                            "Idempotent-Replayed": "true",
-                        },
-                    )
-                row = await create(conn)
-                await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
-    return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
+            return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
+        fingerprint = idempotency.request_hash(data)
+        async with conn.transaction():
+            if not await idempotency.claim(conn, user_id, key, fingerprint):
+                stored = await idempotency.stored_response(conn, user_id, key, fingerprint)
+                if stored is None:
+                    raise ValidationFailed.field("Idempotency-Key", "is in use; retry shortly")
+                replay = TaskRow(stored.task_id, 1, stored.body)
+                return task_response(
+                    replay,
+                    stored.status,
+                    {
+                        "Location": f"{collection}/{stored.task_id}",
+                        "Idempotent-Replayed": "true",
+                    },
+                )
+            row = await create(conn)
+            await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
+        return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
+
+    async with pool.connection() as conn:
+        return await retry_conflicts(conn, lambda: create_once(conn), "create task")
 
 
 async def get_task(request: Request) -> Response:
@@ -216,7 +221,11 @@ async def update_task(request: Request) -> Response:
     fields = parse_task_fields(await read_json_object(request), creating=False)
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        row = await task_store.update_task(conn, user_id, task_id, fields, if_match)
+        row = await retry_conflicts(
+            conn,
+            lambda: task_store.update_task(conn, user_id, task_id, fields, if_match),
+            "update task",
+        )
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
     return task_response(row)
@@ -243,7 +252,11 @@ async def complete_task(request: Request) -> Response:
     completed = await completion_from_body(request)
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        row = await task_store.complete_task(conn, user_id, task_id, completed, if_match)
+        row = await retry_conflicts(
+            conn,
+            lambda: task_store.complete_task(conn, user_id, task_id, completed, if_match),
+            "complete task",
+        )
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
     return task_response(row)
@@ -255,7 +268,10 @@ async def delete_task(request: Request) -> Response:
     pool: AsyncConnectionPool = request.state.pool
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        if not await task_store.delete_task(conn, user_id, task_id, if_match):
+        deleted = await retry_conflicts(
+            conn, lambda: task_store.delete_task(conn, user_id, task_id, if_match), "delete task"
+        )
+        if not deleted:
             raise await missing(conn, user_id, task_id, if_match)
     return Response(status_code=204)
 
@@ -269,8 +285,12 @@ async def restore_task(request: Request) -> Response:
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
         try:
-            row = await task_store.restore_task(
-                conn, user_id, task_id, if_match, settings.max_tasks_per_user
+            row = await retry_conflicts(
+                conn,
+                lambda: task_store.restore_task(
+                    conn, user_id, task_id, if_match, settings.max_tasks_per_user
+                ),
+                "restore task",
             )
         except QuotaExceeded:
             raise quota_error(settings) from None
