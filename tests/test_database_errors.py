@@ -230,3 +230,9 @@ def test_an_unreachable_database_is_still_service_unavailable(
     assert r.status_code == 503
     assert r.json()["code"] == "service_unavailable"
     assert "database unavailable: PoolTimeout" in messages(caplog, "todo_server.errors")
+
+
+def test_a_tiny_statement_timeout_is_rounded_up_not_down_to_no_limit():
+    assert todo_db.statement_timeout_setting(0.0001) == "1ms"
+    assert todo_db.statement_timeout_setting(0.5) == "500ms"
+    assert todo_db.statement_timeout_setting(0) == "0ms"  # 0 = no limit, as documented

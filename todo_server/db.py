@@ -9,6 +9,7 @@ explicit ``conn.transaction()``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -41,15 +42,23 @@ SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC',
 """
 
 
+def statement_timeout_setting(seconds: float) -> str:
+    """PostgreSQL's ``statement_timeout`` for ``seconds``, in whole milliseconds.
+
+    Rounded up: a tiny positive timeout must not become ``0ms``, which means no limit.
+    """
+    return f"{math.ceil(seconds * 1000)}ms"
+
+
 def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
     """A closed pool configured from the settings; open it in the lifespan."""
-    statement_timeout_ms = int(settings.statement_timeout * 1000)
+    statement_timeout = statement_timeout_setting(settings.statement_timeout)
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # A session setting rather than a startup option, so it also works
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
-        await conn.execute(SESSION_SETTINGS_SQL, (f"{statement_timeout_ms}ms",))
+        await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
 
     return AsyncConnectionPool(
         settings.url,
