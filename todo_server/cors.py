@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from todo_server.errors import Forbidden, api_error_response
@@ -40,7 +41,7 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
         await response(scope, receive, send)
 
     @staticmethod
-    def refusal(text: str, headers: dict[str, str], scope: Scope):
+    def refusal(text: str, headers: dict[str, str], scope: Scope) -> Response:
         """The refused preflight as a 403, keeping its Vary and Allow-* headers."""
         # Starlette says which checks failed as "Disallowed CORS origin, method".
         failed = text.removeprefix("Disallowed CORS ").split(", ")
