@@ -8,8 +8,10 @@ explicit ``conn.transaction()``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -29,6 +31,7 @@ RECONNECT_TIMEOUT_SECONDS = 3.0
 #: Tries of a transaction PostgreSQL aborted for a deadlock or a serialization
 #: failure: the first, and two more.
 CONFLICT_ATTEMPTS = 3
+CONFLICT_BACKOFF_SECONDS = 0.02
 RETRYABLE_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 T = TypeVar("T")
@@ -140,4 +143,8 @@ async def retry_conflicts(
                 attempt + 1,
                 CONFLICT_ATTEMPTS,
             )
+            # The victim gave way so the other transaction can finish; retried at once
+            # it can take the same row again first and deadlock anew. A few random
+            # milliseconds let the other side go first.
+            await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS) * attempt)
     raise AssertionError("unreachable")
