@@ -90,6 +90,8 @@ def test_production_logs_json_by_default():
         ("DB_POOL_TIMEOUT", {"DB_POOL_TIMEOUT": "0"}),
         ("DB_POOL_TIMEOUT", {"DB_POOL_TIMEOUT": "nan"}),
         ("DB_STATEMENT_TIMEOUT", {"DB_STATEMENT_TIMEOUT": "-1"}),
+        ("DB_STATEMENT_TIMEOUT", {"DB_STATEMENT_TIMEOUT": "1e308"}),  # overflowed in ms
+        ("DB_STATEMENT_TIMEOUT", {"DB_STATEMENT_TIMEOUT": "2147484"}),  # past PostgreSQL's int
         ("DB_PREPARE_THRESHOLD", {"DB_PREPARE_THRESHOLD": "sometimes"}),
         ("ACCESS_TOKEN_TTL", {"ACCESS_TOKEN_TTL": "10"}),
         ("JWT_JWKS_URL", {"JWT_JWKS_URL": "ftp://keys"}),

@@ -90,6 +90,45 @@ def test_cors_ignores_other_origins(client):
     assert "access-control-allow-origin" not in r.headers
 
 
+def test_refused_preflight_is_403_in_the_error_format(client):
+    r = client.options(
+        "/api/tasks",
+        headers={
+            "Origin": "https://evil.example.com",
+            "Access-Control-Request-Method": "TRACE",
+            "X-Request-ID": "cors-1",
+        },
+    )
+    assert_error(r, 403, "forbidden")
+    assert r.json() == {
+        "code": "forbidden",
+        "message": "CORS preflight refused",
+        "details": [
+            {"field": "Origin", "message": "is not an allowed origin"},
+            {"field": "Access-Control-Request-Method", "message": "is not an allowed method"},
+        ],
+        "request_id": "cors-1",
+    }
+    assert "access-control-allow-origin" not in r.headers
+    assert "Origin" in r.headers["vary"]
+
+
+def test_preflight_from_an_allowed_origin_asking_for_other_headers_is_403(client):
+    r = client.options(
+        "/api/tasks",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, X-Secret",
+        },
+    )
+    assert assert_error(r, 403, "forbidden")["details"] == [
+        {"field": "Access-Control-Request-Headers", "message": "names a header that is not allowed"}
+    ]
+    # The allowed origin may read the refusal.
+    assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
 def test_body_over_64_kib_is_refused_with_413(client):
     r = client.post(
         "/health", content=b"x" * (64 * 1024 + 1), headers={"Content-Type": "application/json"}

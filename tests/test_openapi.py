@@ -7,6 +7,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
 from tests.tasks_helpers import User
+from todo_server import errors
 from todo_server.app import create_app
 from todo_server.openapi import build_document
 
@@ -56,6 +57,15 @@ def test_every_operation_documents_its_errors_with_the_error_schema(document):
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
             if operation.get("security") != []:
                 assert "401" in operation["responses"], (path, method)
+
+
+def test_documented_error_codes_are_every_code_the_service_answers(document):
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+    codes = {cls.code for cls in subclasses(errors.ApiError)}  # includes internal_error
+    assert "database_timeout" in codes
+    assert set(document["components"]["schemas"]["Error"]["properties"]["code"]["enum"]) == codes
 
 
 def test_security_schemes(document):

@@ -13,7 +13,6 @@ from typing import Any
 import psycopg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from todo_server import accounts, docs, migrate, tasks
 from todo_server.auth import AuthMiddleware
 from todo_server.config import Settings, load_settings
+from todo_server.cors import JsonErrorCORSMiddleware
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
@@ -95,7 +95,7 @@ def create_app(
     middleware = [
         Middleware(RequestContextMiddleware),
         Middleware(
-            CORSMiddleware,
+            JsonErrorCORSMiddleware,
             allow_origins=settings.allowed_origins,
             allow_methods=CORS_ALLOWED_METHODS,
             allow_headers=CORS_ALLOWED_HEADERS,

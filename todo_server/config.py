@@ -170,7 +170,11 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
         pool_max=pool_max,
         pool_timeout=_seconds(env, "DB_POOL_TIMEOUT", 5.0, allow_zero=False),
         pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 500, minimum=1),
-        statement_timeout=_seconds(env, "DB_STATEMENT_TIMEOUT", 5.0, allow_zero=True),
+        # PostgreSQL's statement_timeout is an int of milliseconds; more would fail on
+        # every new connection (the pool never fills), or overflow converting to ms.
+        statement_timeout=_seconds(
+            env, "DB_STATEMENT_TIMEOUT", 5.0, allow_zero=True, maximum=2147483
+        ),
         prepare_threshold=prepare_threshold,
     )
 
@@ -259,7 +263,14 @@ def _int(
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
+def _seconds(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    allow_zero: bool,
+    maximum: float | None = None,
+) -> float:
     text = _get(env, name)
     if text is None:
         return default
@@ -271,6 +282,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: b
         raise ConfigError(name, f"must be a finite, non-negative number, got {text!r}")
     if value == 0 and not allow_zero:
         raise ConfigError(name, "must be greater than 0")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be at most {maximum:g}, got {text!r}")
     return value
 
 

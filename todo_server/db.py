@@ -8,10 +8,17 @@ explicit ``conn.transaction()``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import random
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -20,6 +27,14 @@ from todo_server.config import DatabaseSettings
 logger = logging.getLogger("todo_server.db")
 
 RECONNECT_TIMEOUT_SECONDS = 3.0
+
+#: Tries of a transaction PostgreSQL aborted for a deadlock or a serialization
+#: failure: the first, and two more.
+CONFLICT_ATTEMPTS = 3
+CONFLICT_BACKOFF_SECONDS = 0.02
+RETRYABLE_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+T = TypeVar("T")
 
 #: A connection checked out again within this many seconds is trusted as is;
 #: one that sat idle longer is checked with a round trip first.
@@ -30,15 +45,23 @@ SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC',
 """
 
 
+def statement_timeout_setting(seconds: float) -> str:
+    """PostgreSQL's ``statement_timeout`` for ``seconds``, in whole milliseconds.
+
+    Rounded up: a tiny positive timeout must not become ``0ms``, which means no limit.
+    """
+    return f"{math.ceil(seconds * 1000)}ms"
+
+
 def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
     """A closed pool configured from the settings; open it in the lifespan."""
-    statement_timeout_ms = int(settings.statement_timeout * 1000)
+    statement_timeout = statement_timeout_setting(settings.statement_timeout)
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # A session setting rather than a startup option, so it also works
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
-        await conn.execute(SESSION_SETTINGS_SQL, (f"{statement_timeout_ms}ms",))
+        await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
 
     return AsyncConnectionPool(
         settings.url,
@@ -89,3 +112,39 @@ async def probe(pool: AsyncConnectionPool, timeout: float) -> bool:
     except (PoolTimeout, psycopg.OperationalError) as exc:
         logger.warning("database probe failed: %s", type(exc).__name__)
         return False
+
+
+async def retry_conflicts(
+    conn: psycopg.AsyncConnection, work: Callable[[], Awaitable[T]], what: str
+) -> T:
+    """``work()``, run again after a deadlock or serialization failure (3 tries in all).
+
+    PostgreSQL rolls back the whole transaction it chose as a deadlock victim,
+    so running it again is safe only when ``work`` is that whole transaction
+    (it opens and closes ``conn.transaction()`` itself) or one autocommit
+    statement. Inside an outer transaction the connection is left aborted, not
+    idle: then nothing is retried and the error goes on to the handler.
+    """
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return await work()
+        except RETRYABLE_CONFLICTS as exc:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                raise
+            if attempt == CONFLICT_ATTEMPTS:
+                logger.warning(
+                    "%s: %s %d times; giving up", what, type(exc).__name__, CONFLICT_ATTEMPTS
+                )
+                raise
+            logger.info(
+                "%s: %s; trying again (%d of %d)",
+                what,
+                type(exc).__name__,
+                attempt + 1,
+                CONFLICT_ATTEMPTS,
+            )
+            # The victim gave way so the other transaction can finish; retried at once
+            # it can take the same row again first and deadlock anew. A few random
+            # milliseconds let the other side go first.
+            await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS) * attempt)
+    raise AssertionError("unreachable")

@@ -20,6 +20,12 @@ turn them into responses. The hierarchy::
     ├── ValidationFailed      422 validation_error
     ├── RateLimited           429 rate_limited
     └── ServiceUnavailable    503 service_unavailable
+        └── DatabaseTimeout   503 database_timeout
+
+Database errors that escape a handler are answered here too (``_handle_database_error``):
+a statement or lock timeout is 503 ``database_timeout``; a deadlock or serialization failure
+that survived ``db.retry_conflicts`` and every other database failure (pool exhausted,
+connection lost) is 503 ``service_unavailable``; all with Retry-After, each with its own log line.
 
 Anything else that escapes a handler is caught by ``RequestContextMiddleware``,
 logged with the request id and answered 500 ``internal_error`` with a generic
@@ -33,6 +39,7 @@ import logging
 from typing import Any, ClassVar
 
 import psycopg
+import psycopg.errors
 import psycopg_pool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -122,6 +129,18 @@ class ServiceUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+class DatabaseTimeout(ServiceUnavailable):
+    """A statement ran past DB_STATEMENT_TIMEOUT (or a lock wait past lock_timeout).
+
+    503, not 504: this service is not a gateway, PostgreSQL cancelled and rolled
+    back the statement, and a retry after Retry-After is the right reaction. Not
+    a 4xx: the client did nothing wrong; the row was locked or the database slow.
+    """
+
+    code = "database_timeout"
+    default_message = "The database did not answer in time; try again shortly"
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
     for cls in (
@@ -200,15 +219,45 @@ async def _handle_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _handle_database_down(request: Request, exc: Exception) -> Response:
-    """A database error that escaped the data layer: the database is unreachable."""
+TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+BUSY_MESSAGE = "The database is busy with conflicting changes; try again shortly"
+
+
+def _where(request: Request) -> str:
+    """``METHOD /route/{template}``: what was being done, without the client's values."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', '(no route)')}"
+
+
+async def _handle_database_error(request: Request, exc: Exception) -> Response:
+    """A database error that escaped the handler, told apart by what happened.
+
+    Every ``psycopg.OperationalError`` used to be "database unavailable", but
+    statement timeouts and deadlocks are subclasses too, and they happen while
+    the database is perfectly reachable.
+    """
+    request_id = request_id_of(request.scope.get("state"))
+    if isinstance(exc, TIMEOUTS):
+        diag = exc.diag  # PostgreSQL's reason and context: names and tuple ids, no values
+        context = f" ({diag.context.strip()})" if diag.context else ""
+        logger.warning(
+            "database statement timed out on %s: %s%s",
+            _where(request),
+            diag.message_primary or type(exc).__name__,
+            context,
+        )
+        return api_error_response(DatabaseTimeout(), request_id)
+    if isinstance(exc, CONFLICTS):
+        logger.warning("database conflict on %s: %s", _where(request), type(exc).__name__)
+        return api_error_response(ServiceUnavailable(BUSY_MESSAGE), request_id)
     logger.warning("database unavailable: %s", type(exc).__name__)
-    return api_error_response(ServiceUnavailable(), request_id_of(request.scope.get("state")))
+    return api_error_response(ServiceUnavailable(), request_id)
 
 
 EXCEPTION_HANDLERS = {
     ApiError: _handle_api_error,
     HTTPException: _handle_http_exception,
-    psycopg.OperationalError: _handle_database_down,
-    psycopg_pool.PoolTimeout: _handle_database_down,
+    psycopg.OperationalError: _handle_database_error,
+    psycopg_pool.PoolTimeout: _handle_database_error,
 }

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, the access log, the last-resort 500, body limits.
+"""Pure ASGI middleware: request ids, security headers, access log, last-resort 500, body limits.
 
 Pure ASGI rather than ``BaseHTTPMiddleware`` so context variables reach the
 handlers and the hot path pays for one function call per layer, nothing more.
@@ -23,6 +23,28 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_BODY_BYTES = 64 * 1024
+
+# Added to every response, chosen once per request by path. Task data, tokens
+# and errors must never be stored by a browser or shared cache (RFC 6749 5.1
+# for token responses, which also asks for Pragma); the public API document and
+# docs assets may be cached but are revalidated, so an upgrade shows at once.
+# nosniff everywhere: a JSON error echoing input is never run as HTML or script.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+PRIVATE_HEADERS = ((b"cache-control", b"no-store"), NOSNIFF)
+TOKEN_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"), NOSNIFF)
+PUBLIC_HEADERS = ((b"cache-control", b"no-cache"), NOSNIFF)
+TOKEN_PATHS = frozenset({"/auth/login", "/auth/register"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
+PUBLIC_PREFIX = "/docs/static/"
+
+
+def security_headers(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The caching and sniffing headers for a response to ``path``."""
+    if path in TOKEN_PATHS:
+        return TOKEN_HEADERS
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
+        return PUBLIC_HEADERS
+    return PRIVATE_HEADERS
 
 
 def sane_request_id(value: bytes) -> str | None:
@@ -53,7 +75,7 @@ def path_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Gives every request an id, logs one line per request, and turns escapes into 500s."""
+    """Gives every request an id and the security headers, logs it, and turns escapes into 500s."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -74,6 +96,7 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         token = request_id_var.set(request_id)
         header = (b"x-request-id", request_id.encode("ascii"))
+        extra = security_headers(scope["path"])
         status = 500
         started = False
         start = time.perf_counter()
@@ -83,7 +106,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *extra]
             await send(message)
 
         try:
@@ -138,10 +161,8 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
+                # bytes.isdigit is ASCII-only; int() would also take "١٠" or "1_0".
+                declared = int(value) if value.isdigit() and len(value) < 20 else -1
                 if declared > self.max_bytes:
                     too_large = PayloadTooLarge(
                         f"Request body must be at most {self.max_bytes} bytes"

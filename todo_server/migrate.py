@@ -25,7 +25,7 @@ import psycopg
 #: The migrations shipped with the project: ``sql/`` beside the package.
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "sql"
 
-FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
+FILE_NAME = re.compile(r"([0-9]{4})_([a-z0-9]+(?:_[a-z0-9]+)*)\.sql")
 
 #: Any fixed 64-bit number; every runner must use the same one.
 ADVISORY_LOCK_KEY = 7_310_585_176_420_210_101
@@ -84,7 +84,7 @@ def discover(directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
     for path in sorted(directory.iterdir()):
         if not path.name.lower().endswith(".sql"):
             continue
-        match = FILE_NAME.match(path.name)
+        match = FILE_NAME.fullmatch(path.name)
         if match is None:
             raise MigrationError(
                 f"{path.name}: badly named; expected NNNN_words.sql (e.g. 0002_add_index.sql)"

@@ -95,6 +95,7 @@ def schemas() -> dict[str, Any]:
                         "rate_limited",
                         "internal_error",
                         "service_unavailable",
+                        "database_timeout",
                     ],
                 },
                 "message": {"type": "string"},
@@ -329,7 +330,8 @@ ERROR_DESCRIPTIONS = {
     415: "The body is not JSON",
     422: "Invalid input; details lists each field's problem",
     429: "Too many failed logins; see Retry-After",
-    503: "The database is unavailable; see Retry-After",
+    503: "The database is unavailable or busy (service_unavailable), or did not answer in time"
+    " (database_timeout); retry after Retry-After",
 }
 
 

@@ -51,26 +51,41 @@ LIST_PARAMETERS = frozenset(
     }
 )
 
-RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# Client text is matched whole (fullmatch: "$" would also match before a
+# trailing newline) and with ASCII classes ("\d" would also match "²" or "٣").
+RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+LIMIT_TEXT = re.compile(r"[0-9]{1,9}")
+NOT_A_TIMESTAMP = "must be an RFC 3339 date-time with offset"
+TIMESTAMP_OUT_OF_RANGE = "must fall in years 0001 to 9999 once converted to UTC"
 
 
-def parse_timestamp(text: str) -> datetime | None:
-    """An RFC 3339 date-time with offset, in UTC; None when ``text`` is not one."""
-    match = RFC3339.match(text)
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 date-time with offset, in UTC; ValueError saying why when it is not one.
+
+    A valid date-time can still leave Python's range once moved to UTC
+    (``9999-12-31T23:59:00-00:01``): that is the client's problem, not an overflow.
+    """
+    match = RFC3339.fullmatch(text)
     if match is None:
-        return None
+        raise ValueError(NOT_A_TIMESTAMP)
     date, time, fraction, offset = match.groups()
     fraction = (fraction or "")[:7]  # Python keeps microseconds
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}").astimezone(UTC)
+        local = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
     except ValueError:
-        return None
+        raise ValueError(NOT_A_TIMESTAMP) from None
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(TIMESTAMP_OUT_OF_RANGE) from None
 
 
 def is_task_id(text: str) -> bool:
-    return UUID_TEXT.match(text) is not None
+    return UUID_TEXT.fullmatch(text) is not None
 
 
 def _text_problem(value: str) -> str | None:
@@ -130,10 +145,16 @@ def parse_task_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]
         due_at = data["due_at"]
         if due_at is None:
             fields["due_at"] = None
-        elif not isinstance(due_at, str) or (parsed := parse_timestamp(due_at)) is None:
-            errors.add("due_at", "must be an RFC 3339 date-time with offset, or null")
+        elif not isinstance(due_at, str):
+            errors.add("due_at", f"{NOT_A_TIMESTAMP}, or null")
         else:
-            fields["due_at"] = parsed
+            try:
+                fields["due_at"] = parse_timestamp(due_at)
+            except ValueError as exc:
+                problem = str(exc)
+                errors.add(
+                    "due_at", f"{problem}, or null" if problem == NOT_A_TIMESTAMP else problem
+                )
 
     if "tags" in data:
         tags = _parse_tags(data["tags"], errors)
@@ -224,7 +245,7 @@ def parse_list_query(params: QueryParams) -> ListQuery:
             errors.add(name, "must be given at most once")
 
     if (limit := given.get("limit")) is not None:
-        if not limit.isdigit() or not LIMIT_MIN <= int(limit) <= LIMIT_MAX:
+        if not LIMIT_TEXT.fullmatch(limit) or not LIMIT_MIN <= int(limit) <= LIMIT_MAX:
             errors.add("limit", f"must be a whole number from {LIMIT_MIN} to {LIMIT_MAX}")
         else:
             values["limit"] = int(limit)
@@ -261,11 +282,10 @@ def parse_list_query(params: QueryParams) -> ListQuery:
             values["q"] = q
     for name in ("due_before", "due_after", "updated_since"):
         if (text := given.get(name)) is not None:
-            parsed = parse_timestamp(text)
-            if parsed is None:
-                errors.add(name, "must be an RFC 3339 date-time with offset")
-            else:
-                values[name] = parsed
+            try:
+                values[name] = parse_timestamp(text)
+            except ValueError as exc:
+                errors.add(name, str(exc))
     errors.raise_if_any()
 
     query = ListQuery(**values)

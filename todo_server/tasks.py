@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from todo_server import idempotency, task_store
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import CursorCodec, decode_sync_token, encode_sync_token
+from todo_server.db import retry_conflicts
 from todo_server.errors import (
     Forbidden,
     NotFound,
@@ -38,7 +40,7 @@ logger = logging.getLogger("todo_server.tasks")
 PREFIXES = ("/api/tasks", "/api/{user_id}/tasks", "/users/{user_id}/tasks")
 TASK_NOT_FOUND = "Task not found"
 TASK_CHANGED = "The task has changed since you read it (If-Match)"
-ETAG_VERSION = re.compile(r'^"(\d{1,9})"$')
+ETAG_VERSION = re.compile(r'"([0-9]{1,9})"')
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -73,10 +75,21 @@ def if_match_versions(request: Request) -> list[int] | None:
         return None
     versions = []
     for tag in header.split(","):
-        match = ETAG_VERSION.match(tag.strip())  # weak tags never match (strong comparison)
+        match = ETAG_VERSION.fullmatch(tag.strip())  # weak tags never match (strong comparison)
         if match:
             versions.append(int(match.group(1)))
     return versions
+
+
+def location_base(request: Request) -> str:
+    """The collection's path, percent-encoded, for Location headers.
+
+    The path holds the user id as decoded text, which may be anything a token's
+    subject can be (``ユーザー``, ``a b``, ``100%``); a header must be ASCII.
+    Built before anything is written, so a create never commits and then
+    fails to answer.
+    """
+    return quote(request.scope["path"].rstrip("/"), safe="/")
 
 
 def etag(version: int) -> str:
@@ -162,7 +175,7 @@ async def create_task(request: Request) -> Response:
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     data = await read_json_object(request)
     fields = parse_task_fields(data, creating=True)
-    location_base = request.url.path.rstrip("/")
+    collection = location_base(request)
 
     async def create(conn) -> TaskRow:
         try:
@@ -177,28 +190,32 @@ async def create_task(request: Request) -> Response:
         except QuotaExceeded:
             raise quota_error(settings) from None
 
-    async with pool.connection() as conn:
+    async def create_once(conn) -> Response:
+        """The create with its key, as one transaction (so it can be retried whole)."""
         if key is None:
             row = await create(conn)
-        else:
-            fingerprint = idempotency.request_hash(data)
-            async with conn.transaction():
-                if not await idempotency.claim(conn, user_id, key, fingerprint):
-                    stored = await idempotency.stored_response(conn, user_id, key, fingerprint)
-                    if stored is None:
-                        raise ValidationFailed.field("Idempotency-Key", "is in use; retry shortly")
-                    replay = TaskRow(stored.task_id, 1, stored.body)
-                    return task_response(
-                        replay,
-                        stored.status,
-                        {
-                            "Location": f"{location_base}/{stored.task_id}",
-                            "Idempotent-Replayed": "true",
-                        },
-                    )
-                row = await create(conn)
-                await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
-    return task_response(row, 201, {"Location": f"{location_base}/{row.id}"})
+            return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
+        fingerprint = idempotency.request_hash(data)
+        async with conn.transaction():
+            if not await idempotency.claim(conn, user_id, key, fingerprint):
+                stored = await idempotency.stored_response(conn, user_id, key, fingerprint)
+                if stored is None:
+                    raise ValidationFailed.field("Idempotency-Key", "is in use; retry shortly")
+                replay = TaskRow(stored.task_id, 1, stored.body)
+                return task_response(
+                    replay,
+                    stored.status,
+                    {
+                        "Location": f"{collection}/{stored.task_id}",
+                        "Idempotent-Replayed": "true",
+                    },
+                )
+            row = await create(conn)
+            await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
+        return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
+
+    async with pool.connection() as conn:
+        return await retry_conflicts(conn, lambda: create_once(conn), "create task")
 
 
 async def get_task(request: Request) -> Response:
@@ -220,7 +237,11 @@ async def update_task(request: Request) -> Response:
     fields = parse_task_fields(await read_json_object(request), creating=False)
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        row = await task_store.update_task(conn, user_id, task_id, fields, if_match)
+        row = await retry_conflicts(
+            conn,
+            lambda: task_store.update_task(conn, user_id, task_id, fields, if_match),
+            "update task",
+        )
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
     return task_response(row)
@@ -247,7 +268,11 @@ async def complete_task(request: Request) -> Response:
     completed = await completion_from_body(request)
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        row = await task_store.complete_task(conn, user_id, task_id, completed, if_match)
+        row = await retry_conflicts(
+            conn,
+            lambda: task_store.complete_task(conn, user_id, task_id, completed, if_match),
+            "complete task",
+        )
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
     return task_response(row)
@@ -259,7 +284,10 @@ async def delete_task(request: Request) -> Response:
     pool: AsyncConnectionPool = request.state.pool
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
-        if not await task_store.delete_task(conn, user_id, task_id, if_match):
+        deleted = await retry_conflicts(
+            conn, lambda: task_store.delete_task(conn, user_id, task_id, if_match), "delete task"
+        )
+        if not deleted:
             raise await missing(conn, user_id, task_id, if_match)
     return Response(status_code=204)
 
@@ -273,8 +301,12 @@ async def restore_task(request: Request) -> Response:
     if_match = if_match_versions(request)
     async with pool.connection() as conn:
         try:
-            row = await task_store.restore_task(
-                conn, user_id, task_id, if_match, settings.max_tasks_per_user
+            row = await retry_conflicts(
+                conn,
+                lambda: task_store.restore_task(
+                    conn, user_id, task_id, if_match, settings.max_tasks_per_user
+                ),
+                "restore task",
             )
         except QuotaExceeded:
             raise quota_error(settings) from None

@@ -30,6 +30,9 @@ MAX_TOKEN_BYTES = 8 * 1024
 CACHE_SIZE = 4096
 MAX_SUBJECT_LENGTH = 255
 LEEWAY_SECONDS = 30
+#: 9999-12-31T23:59:59Z. A later ``exp`` is no expiry anyone meant (``10**400``
+#: once reached a float conversion and answered 500), so the token is refused.
+MAX_EXPIRY = 253402300799
 
 
 class InvalidToken(Exception):
@@ -95,7 +98,7 @@ class TokenVerifier:
         self.jwks = jwks
         if jwks is None and settings.jwks_url:
             self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
-        self._cache: dict[str, tuple[AuthUser, float]] = {}
+        self._cache: dict[str, tuple[AuthUser, int]] = {}
 
     async def verify(self, token: str) -> AuthUser:
         """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``).
@@ -114,7 +117,7 @@ class TokenVerifier:
         user = await self._verify(token)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)), None)
-        self._cache[token] = (user, float(user.claims["exp"]) + LEEWAY_SECONDS)
+        self._cache[token] = (user, int(user.claims["exp"]) + LEEWAY_SECONDS)
         return user
 
     async def _verify(self, token: str) -> AuthUser:
@@ -160,6 +163,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
 
+        if int(claims["exp"]) > MAX_EXPIRY:  # PyJWT checked that int() takes it
+            raise InvalidToken("exp after year 9999")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise InvalidToken("empty sub")
