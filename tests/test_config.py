@@ -152,3 +152,57 @@ def test_env_example_lists_every_setting():
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE))
     assert set(SETTINGS) <= listed, f"missing from .env.example: {set(SETTINGS) - listed}"
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "shown"),
+    [
+        (
+            "postgresql://todo@db.example.com/todo?password=hunter2-password&sslmode=require",
+            "postgresql://todo@db.example.com/todo?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://app:hunter2-password@h1:5432,h2:5433/todo",
+            "postgresql://app:***@h1:5432,h2:5433/todo",
+        ),
+        (
+            "postgres://app:hunter2-password@db/todo?sslpassword=hunter2-password",
+            "postgres://app:***@db/todo?sslpassword=***",
+        ),
+        ("host=db user=app password='hunter2-password' dbname=todo", None),
+        ("postgresql://app@/todo?host=/run/sock", "postgresql://app@/todo?host=/run/sock"),
+        ("not a conninfo = =", "(unparseable connection string)"),
+    ],
+)
+def test_every_form_of_database_password_is_redacted(conninfo, shown):
+    from psycopg.conninfo import conninfo_to_dict
+
+    from todo_server.config import redact_url
+
+    redacted = redact_url(conninfo)
+    assert "hunter2-password" not in redacted
+    if shown is not None:
+        assert redacted == shown
+    else:
+        assert conninfo_to_dict(redacted) == {
+            "host": "db",
+            "user": "app",
+            "password": "***",
+            "dbname": "todo",
+        }
+
+
+def test_the_start_up_warning_never_shows_the_password(database_url, caplog):
+    import asyncio
+    import logging
+
+    from todo_server import app, migrate
+
+    settings = load_settings(
+        env(DATABASE_URL="postgresql://todo@127.0.0.1:1/todo?password=hunter2-password")
+    )
+    with caplog.at_level(logging.WARNING, logger="todo_server.app"):
+        asyncio.run(app.refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))
+    assert "unreachable" in caplog.text
+    assert "hunter2-password" not in caplog.text
+    assert "password=***" in caplog.text

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import TEST_SECRET
 from tests.tasks_helpers import PREFIXES
 from tests.tokens import claims, hs256
 from todo_server import passwords
+from todo_server.cursors import Cursor, CursorCodec
 from todo_server.task_input import LIST_PARAMETERS
 
 USER = "fuzz"
@@ -110,9 +112,25 @@ body = st.one_of(
         st.binary(max_size=64),
     ),
 )
+# Signed by the server's own key, so only the values inside are odd.
+_codec = CursorCodec(TEST_SECRET)
+SIGNED_ODDITIES = [
+    _codec.encode(Cursor(sort, value, last_id))
+    for sort in ("sync-token", "changes", "-created_at")
+    for value in (
+        "0",
+        "12:34",
+        "99999999999999999999999",
+        "-1",
+        "x:y",
+        "1:99999999999999999999",
+        None,
+    )
+    for last_id in ("", "00000000-0000-0000-0000-000000000001", "zz")
+]
 QUERY_VALUES = {
     "limit": spiced("1", "50", "200"),
-    "cursor": spiced("abc.def"),
+    "cursor": spiced("abc.def", *SIGNED_ODDITIES),
     "sort": spiced("-created_at", "due_at", "title"),
     "completed": spiced("true", "false"),
     "priority": spiced("low", "high"),
@@ -121,6 +139,7 @@ QUERY_VALUES = {
     "due_before": spiced(*TIMES),
     "due_after": spiced(*TIMES),
     "updated_since": spiced(*TIMES),
+    "sync_token": spiced(*SIGNED_ODDITIES),
 }
 assert set(QUERY_VALUES) == LIST_PARAMETERS  # every parameter of the contract is fuzzed
 query = st.lists(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
 import time
+
+import httpx2
 
 from todo_server import logs
 
@@ -45,3 +48,46 @@ def test_a_full_stderr_never_blocks_the_logging_caller(monkeypatch):
 
     assert not blocked
     assert elapsed < 5
+
+
+def _server_output_after_hostile_requests(database_url: str, log_format: str) -> str:
+    from tests.conftest import settings_env
+    from tests.liveserver import LiveServer
+
+    env = settings_env(database_url, LOG_FORMAT=log_format)
+    with LiveServer(env) as server:
+        for path in (
+            "/nowhere%0a2026-01-01 00:00:00,000 ERROR todo_server.auth [x] forged line",
+            "/nowhere%0d%0aforged",
+            "/nowhere%1b[2J%1b[31mred%e2%80%a8next%c2%85nel%7f",
+        ):
+            httpx2.get(server.base_url + path)
+    return server.output
+
+
+def test_text_log_lines_cannot_be_forged_or_carry_terminal_escapes(database_url, db):
+    output = _server_output_after_hostile_requests(database_url, "text")
+    lines = output.splitlines()
+    assert not any(line.startswith(("2026-01-01", "forged")) for line in lines), output
+    assert "\x1b" not in output and "\u2028" not in output and "\x85" not in output
+    assert "\x7f" not in output and "\r" not in output
+    assert r"/nowhere\n2026-01-01 00:00:00,000 ERROR" in output
+    assert r"/nowhere\x1b[2J\x1b[31mred\u2028next\x85nel\x7f" in output
+
+
+def test_json_log_lines_escape_controls_and_drop_color_message(database_url, db):
+    output = _server_output_after_hostile_requests(database_url, "json")
+    entries = [json.loads(line) for line in output.splitlines()]  # every line is one object
+    assert "\x1b" not in output and "\u2028" not in output and "\x85" not in output
+    assert not any("color_message" in entry for entry in entries)
+    assert any(entry["message"].startswith("Uvicorn running") for entry in entries)
+    paths = [entry.get("path") for entry in entries if entry.get("logger") == "todo_server.access"]
+    assert r"/nowhere\x1b[2J\x1b[31mred\u2028next\x85nel\x7f" in paths
+
+
+def test_escape_controls_leaves_ordinary_text_alone():
+    assert (
+        logs.escape_controls("GET /api/tasks 200 ユーザー café")
+        == "GET /api/tasks 200 ユーザー café"
+    )
+    assert logs.escape_controls("a\tb\x00c\u2029") == r"a\tb\x00c\u2029"

@@ -157,3 +157,30 @@ def test_a_syncing_replica_equals_the_server_under_concurrent_writers(database_u
         everything = http.get("/api/tasks", params={"limit": 100}).json()["tasks"]
         assert replica.tasks == {task["id"]: task for task in everything}
         http.close()
+
+
+@pytest.mark.parametrize(
+    ("param", "sort", "value", "last_id"),
+    [
+        ("cursor", "-created_at", "x:y", "00000000-0000-0000-0000-000000000001"),
+        ("cursor", "due_at", None, "zz"),
+        ("cursor", "priority", "urgent", "00000000-0000-0000-0000-000000000001"),
+        ("cursor", "changes", "1:99999999999999999999", "00000000-0000-0000-0000-000000000001"),
+        ("cursor", "changes", "x", "00000000-0000-0000-0000-000000000001"),
+        ("sync_token", "sync-token", "-1", ""),
+        ("sync_token", "sync-token", "99999999999999999999999", ""),
+    ],
+)
+def test_a_signed_cursor_or_token_with_odd_insides_is_422_not_500(ada, param, sort, value, last_id):
+    from tests.conftest import TEST_SECRET
+    from todo_server.cursors import Cursor, CursorCodec
+
+    ada.create()
+    text = CursorCodec(TEST_SECRET).encode(Cursor(sort, value, last_id))
+    params = {param: text}
+    if sort == "changes":
+        params["sync_token"] = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
+    elif param == "cursor":
+        params["sort"] = sort
+    r = ada.request("GET", params=params)
+    assert assert_error(r, 422, "validation_error")["details"][0]["field"] == param

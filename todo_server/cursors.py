@@ -11,11 +11,14 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 
 from todo_server.errors import ValidationFailed
 
 MAX_CURSOR_LENGTH = 1024
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class CursorCodec:
             raise invalid from None
         if not isinstance(sort, str) or not isinstance(last_id, str):
             raise invalid
+        if last_id and not UUID_TEXT.fullmatch(last_id):
+            raise invalid
         if value is not None and not isinstance(value, str):
             raise invalid
         if sort != expected_sort:
@@ -78,9 +83,31 @@ def encode_sync_token(codec: CursorCodec, floor: int) -> str:
     return codec.encode(Cursor("sync-token", str(floor), ""))
 
 
+def _transaction_id(text: str | None) -> int | None:
+    """A transaction id as PostgreSQL's bigint holds it, or None."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 def decode_sync_token(codec: CursorCodec, text: str) -> int:
     """The floor in a sync token; 422 when it is not one this server issued."""
-    token = codec.decode(text, "sync-token", field="sync_token")
-    if token.value is None or not token.value.isascii() or not token.value.isdigit():
+    floor = _transaction_id(codec.decode(text, "sync-token", field="sync_token").value)
+    if floor is None:
         raise ValidationFailed.field("sync_token", "is not a sync_token this server issued")
-    return int(token.value)
+    return floor
+
+
+def encode_changes_cursor(codec: CursorCodec, floor: int, last_xid: int, last_id: str) -> str:
+    """The cursor to a sync's next page: its first page's floor and the last row's key."""
+    return codec.encode(Cursor("changes", f"{floor}:{last_xid}", last_id))
+
+
+def decode_changes_cursor(codec: CursorCodec, text: str) -> tuple[int, int, str]:
+    """(floor, last transaction id, last task id) from a sync page's cursor; 422 otherwise."""
+    cursor = codec.decode(text, "changes")
+    floor_text, _, xid_text = (cursor.value or "").partition(":")
+    floor, last_xid = _transaction_id(floor_text), _transaction_id(xid_text)
+    if floor is None or last_xid is None or not UUID_TEXT.fullmatch(cursor.id):
+        raise ValidationFailed.field("cursor", "is not a cursor this server issued")
+    return floor, last_xid, cursor.id

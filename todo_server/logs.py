@@ -10,6 +10,7 @@ import atexit
 import json
 import logging
 import queue
+import re
 import signal
 import sys
 import threading
@@ -19,11 +20,46 @@ from typing import Any
 
 from todo_server.middleware import request_id_var
 
-#: Attributes of a LogRecord that are not "extra" fields.
+#: Attributes of a LogRecord that are not "extra" fields. uvicorn's
+#: ``color_message`` is its message again with raw ANSI colour codes: dropped.
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "request_id"}
+    | {"message", "asctime", "request_id", "color_message"}
 )
+
+#: Characters that could end a log line, forge one or drive a terminal: C0 controls,
+#: DEL, C1 controls and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in "\n\r\t":
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\n``, ``\\x1b``).
+
+    Logged values carry client input (an unmatched path, a header): a raw
+    newline would forge a whole line, an ANSI escape would reach the terminal
+    of whoever reads the log. The common case, nothing to escape, costs one
+    regex search.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escaped(value: object) -> object:
+    """A JSON-ready value with control characters in its strings escaped."""
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return escape_controls(str(value))
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,15 +78,40 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": escape_controls(record.getMessage()),
             "request_id": getattr(record, "request_id", None),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES:
-                entry[key] = value
+                entry[escape_controls(key)] = _escaped(value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+            # A traceback's own newlines stay readable (JSON escapes them); other
+            # controls in it (an exception message echoing input) are escaped.
+            entry["exception"] = "\n".join(
+                escape_controls(line) for line in self.formatException(record.exc_info).split("\n")
+            )
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines, one line per record whatever the message holds.
+
+    A traceback keeps its lines, each continuation indented, so nothing after
+    the first line can pass for a record of its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            line += "".join("\n    " + escape_controls(part) for part in trace.split("\n"))
+        return line
 
 
 class _Enqueue(QueueHandler):
@@ -152,7 +213,7 @@ def configure_logging(level: str, fmt: str) -> None:
     replaced by ours.
     """
     global _listener
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     enqueue = _Enqueue(records)
     # The request id lives in a context variable: read it before leaving the loop.

@@ -202,6 +202,8 @@ class Page:
 class SyncPage(Page):
     #: Where the client's next sync starts once it has every page of this one.
     next_floor: int = 0
+    #: The last row's (transaction id, task id) when another page follows.
+    last: tuple[int, str] | None = None
 
 
 def _row(row: dict[str, Any] | None) -> TaskRow | None:
@@ -442,21 +444,20 @@ async def sync_tasks(
     *,
     floor: int | None,
     since: datetime | None,
-    after: Cursor | None,
+    after: tuple[int, int, str] | None,
     limit: int,
 ) -> SyncPage:
     """Every task written since ``floor`` (a sync token's) and/or ``since``, in write order.
 
-    A sync that takes several pages keeps the first page's snapshot xmin as the
-    floor for the next sync (it travels in the cursor): a change that committed
+    ``after`` is (first page's floor, last transaction id, last task id) from
+    the previous page. A sync that takes several pages keeps the first page's
+    snapshot xmin as the floor for the next sync: a change that committed
     behind the keyset while the client paged is picked up by that next sync.
     """
     next_floor: int | None = None
     after_xid, after_id = -1, NO_TASK_ID
     if after is not None:
-        assert after.value is not None  # the cursor codec only issues sync cursors with one
-        first_floor, _, last_xid = after.value.partition(":")
-        next_floor, after_xid, after_id = int(first_floor), int(last_xid), after.id
+        next_floor, after_xid, after_id = after
     cursor = await conn.execute(
         SYNC_TASKS_SQL,
         {
@@ -474,7 +475,5 @@ async def sync_tasks(
     if next_floor is None:
         next_floor = row["snapshot_xmin"]
     more = row["fetched"] > limit
-    next_cursor = (
-        Cursor("changes", f"{next_floor}:{row['last_value']}", row["last_id"]) if more else None
-    )
-    return SyncPage(row["bodies"], min(row["fetched"], limit), next_cursor, next_floor)
+    last = (row["last_value"], row["last_id"]) if more else None
+    return SyncPage(row["bodies"], min(row["fetched"], limit), None, next_floor, last)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +24,13 @@ from starlette.routing import Route
 from todo_server import idempotency, task_store
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
-from todo_server.cursors import CursorCodec, decode_sync_token, encode_sync_token
+from todo_server.cursors import (
+    CursorCodec,
+    decode_changes_cursor,
+    decode_sync_token,
+    encode_changes_cursor,
+    encode_sync_token,
+)
 from todo_server.db import retry_conflicts
 from todo_server.errors import (
     Forbidden,
@@ -135,9 +142,18 @@ async def list_tasks(request: Request) -> Response:
         return await sync_tasks(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     async with pool.connection() as conn:
-        page = await task_store.list_tasks(
-            conn, user_id, sort=query.sort, filters=query.filters(), after=after, limit=query.limit
-        )
+        try:
+            page = await task_store.list_tasks(
+                conn,
+                user_id,
+                sort=query.sort,
+                filters=query.filters(),
+                after=after,
+                limit=query.limit,
+            )
+        except psycopg.errors.DataError:
+            # Only a cursor carries values not checked here; ours always cast.
+            raise ValidationFailed.field("cursor", "is not a cursor this server issued") from None
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
     body = (
         '{"tasks":['
@@ -152,12 +168,12 @@ async def sync_tasks(request: Request, user_id: str, query: ListQuery) -> Respon
     pool: AsyncConnectionPool = request.state.pool
     codec: CursorCodec = request.state.cursors
     floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
-    after = codec.decode(query.cursor, "changes") if query.cursor is not None else None
+    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
     async with pool.connection() as conn:
         page = await task_store.sync_tasks(
             conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
         )
-    next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
+    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
     body = (
         '{"tasks":['
         + page.bodies
