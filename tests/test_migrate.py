@@ -215,3 +215,53 @@ def test_rendering_migration_fills_existing_rows(fresh_url, tmp_path):
         ["a"],
         "old-user",
     )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["COMMIT", "commit work", "END", "ROLLBACK", "BEGIN", "START TRANSACTION", "SAVEPOINT s"],
+)
+def test_a_file_with_transaction_control_is_refused_before_anything_runs(
+    fresh_url, tmp_path, statement
+):
+    write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id int);")
+    write(
+        tmp_path,
+        "0002_sneaky.sql",
+        f"CREATE TABLE first_half (id int);\n{statement};\nCREATE TABLE second_half (id int);\n",
+    )
+    with connect(fresh_url) as conn, pytest.raises(migrate.MigrationError) as caught:
+        migrate.apply(conn, tmp_path)
+    assert str(caught.value).startswith("0002_sneaky.sql: transaction control is not allowed")
+    assert not table_exists(fresh_url, "things")  # refused before the first file ran
+    assert not table_exists(fresh_url, "first_half")
+    # Fixed forward, the next run applies both files whole.
+    write(tmp_path, "0002_sneaky.sql", "CREATE TABLE first_half (id int);\n")
+    with connect(fresh_url) as conn:
+        assert [m.version for m in migrate.apply(conn, tmp_path)] == [1, 2]
+
+
+def test_transaction_words_in_strings_comments_and_bodies_are_not_refused(fresh_url, tmp_path):
+    write(
+        tmp_path,
+        "0001_words.sql",
+        """
+        -- COMMIT; in a comment
+        /* ROLLBACK; /* nested */ BEGIN; */
+        CREATE TABLE notes (body text DEFAULT 'COMMIT;', "end" int);
+        CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            NEW.body := E'it''s \\' ; COMMIT;';
+            RETURN NEW;
+        END
+        $fn$;
+        CREATE FUNCTION two() RETURNS int LANGUAGE sql
+        BEGIN ATOMIC
+            SELECT 1;
+            SELECT 2;
+        END;
+        """,
+    )
+    with connect(fresh_url) as conn:
+        assert [m.version for m in migrate.apply(conn, tmp_path)] == [1]
+    assert table_exists(fresh_url, "notes")

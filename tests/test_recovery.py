@@ -90,3 +90,28 @@ def test_app_starts_while_database_is_down_and_recovers(cluster):
         assert_degraded(client, 0.5)
         cluster.start()
         health_until(client, 200, within=10)
+
+
+def test_a_server_started_while_the_database_was_down_waits_for_migrations(pg_server):
+    from tests.conftest import with_dbname
+
+    name = "todo_late_schema"
+    url = with_dbname(pg_server.admin_url, name)
+    settings = load_settings(settings_env(url, DB_POOL_TIMEOUT="1"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        # The database does not exist yet: the server started, unable to check.
+        assert client.get("/api/tasks", headers=AUTH).status_code == 503
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        pg_server.created.append(name)
+        # Reachable now, but with every migration pending: still 503, never a 500.
+        for _ in range(3):
+            r = client.get("/api/tasks", headers=AUTH)
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "service_unavailable"
+        assert client.get("/health").json()["database"] == "unavailable"
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate.apply(conn)
+        health_until(client, 200, within=15)
+        r = client.post("/api/tasks", headers=AUTH, json={"title": "after migrate"})
+        assert r.status_code == 201, r.text

@@ -26,6 +26,7 @@ from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from todo_server.logs import configure_logging, flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from todo_server.schema import SchemaGate
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
 
@@ -63,8 +64,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        await refuse_pending_migrations(settings, migrations_dir)
-        pool = create_pool(settings.database)
+        checked = await refuse_pending_migrations(settings, migrations_dir)
+        gate = SchemaGate(migrations_dir, current=checked)
+        pool = create_pool(settings.database, on_connect=gate.check)
         await pool.open(wait=False)
         try:
             yield {
@@ -120,12 +122,13 @@ def create_app_from_environment() -> Starlette:
     return create_app(settings)
 
 
-async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) -> None:
+async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) -> bool:
     """Stop start-up while migrations are pending; start anyway when the database is down.
 
     A server that cannot reach its database still starts, answers 503 and
     recovers when the database comes back; a server whose schema is behind its
-    code must not serve at all.
+    code must not serve at all. Returns whether the check could run: when it
+    could not, the first connection makes it (``schema.SchemaGate``).
     """
     try:
         waiting = await asyncio.to_thread(
@@ -140,9 +143,10 @@ async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) ->
             settings.database.display_url,
             type(exc).__name__,
         )
-        return
+        return False
     if waiting:
         names = ", ".join(migration.path.name for migration in waiting)
         raise migrate.MigrationError(
             f"migrations pending: {names}; run `todo-server migrate` (or ./run.sh migrate) first"
         )
+    return True

@@ -53,8 +53,15 @@ def statement_timeout_setting(seconds: float) -> str:
     return f"{math.ceil(seconds * 1000)}ms"
 
 
-def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
-    """A closed pool configured from the settings; open it in the lifespan."""
+def create_pool(
+    settings: DatabaseSettings,
+    on_connect: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool:
+    """A closed pool configured from the settings; open it in the lifespan.
+
+    ``on_connect`` runs on every new connection after the session settings; an
+    exception there discards the connection (the schema check uses this).
+    """
     statement_timeout = statement_timeout_setting(settings.statement_timeout)
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
@@ -62,6 +69,8 @@ def create_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
         await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
+        if on_connect is not None:
+            await on_connect(conn)
 
     return AsyncConnectionPool(
         settings.url,

@@ -8,8 +8,9 @@ runners, so two deploys at once apply each file once.
 
 Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
-one version, and ``.sql`` files that do not follow the naming rule. Applied files
-never change; fix forward with a new file.
+one version, ``.sql`` files that do not follow the naming rule, and pending files
+holding transaction control (``COMMIT``, ``BEGIN``...: see ``sql_scan``). Applied
+files never change; fix forward with a new file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.pq import TransactionStatus
+
+from todo_server.sql_scan import transaction_control
 
 #: The migrations shipped with the project: ``sql/`` beside the package.
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "sql"
@@ -123,6 +127,16 @@ def pending(migrations: list[Migration], applied: list[Applied]) -> list[Migrati
     return [migration for migration in migrations if migration.version not in done]
 
 
+def refuse_transaction_control(migration: Migration) -> None:
+    """Refuse a file that would commit or roll back the transaction it runs in."""
+    found = transaction_control(migration.sql)
+    if found:
+        raise MigrationError(
+            f"{migration.path.name}: transaction control is not allowed ({'; '.join(found)});"
+            " each file already runs in a transaction of its own"
+        )
+
+
 def read_applied(conn: psycopg.Connection) -> list[Applied]:
     """What ``schema_migrations`` records; empty when the table does not exist yet."""
     with conn.cursor() as cur:
@@ -157,9 +171,17 @@ def apply(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list
         # applied some of these files.
         todo = pending(migrations, read_applied(conn))
         for migration in todo:
+            refuse_transaction_control(migration)
+        for migration in todo:
             try:
                 with conn.transaction():
                     conn.execute(migration.sql.encode("utf-8"))
+                    if conn.info.transaction_status != TransactionStatus.INTRANS:
+                        # The scan missed a way out; stop before anything else runs.
+                        raise MigrationError(
+                            f"{migration.path.name} ended its own transaction;"
+                            " part of it may be applied: check the database by hand"
+                        )
                     conn.execute(
                         RECORD_SQL,
                         {

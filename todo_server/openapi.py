@@ -329,7 +329,7 @@ ERROR_DESCRIPTIONS = {
     413: f"Request body over {MAX_BODY_BYTES} bytes",
     415: "The body is not JSON",
     422: "Invalid input; details lists each field's problem",
-    429: "Too many failed logins; see Retry-After",
+    429: "Too many failed logins, or registrations from this address; see Retry-After",
     503: "The database is unavailable or busy (service_unavailable), or did not answer in time"
     " (database_timeout); retry after Retry-After",
 }
@@ -607,7 +607,7 @@ def build_document() -> dict[str, Any]:
                 "requestBody": json_body("Registration"),
                 "responses": {
                     "201": ok("The account and a token", ref("TokenResponse")),
-                    **{str(s): error_response(s) for s in (400, 403, 409, 413, 415, 422, 503)},
+                    **{str(s): error_response(s) for s in (400, 403, 409, 413, 415, 422, 429, 503)},
                 },
             }
         },
