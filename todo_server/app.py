@@ -29,6 +29,7 @@ from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from todo_server.schema import SchemaGate
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
+from todo_server.user_slots import UserSlots
 
 logger = logging.getLogger("todo_server.app")
 
@@ -73,6 +74,9 @@ def create_app(
                 "pool": pool,
                 "settings": settings,
                 "login_throttle": login_throttle,
+                "user_slots": UserSlots(
+                    settings.database.pool_max_per_user, settings.database.pool_timeout
+                ),
                 "cursors": CursorCodec(settings.secret),
             }
         finally:

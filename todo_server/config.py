@@ -55,6 +55,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "DB_POOL_MAX": ("10", "Most connections the pool opens"),
     "DB_POOL_TIMEOUT": ("5", "Seconds to wait for a connection before answering 503"),
     "DB_POOL_MAX_WAITING": ("500", "Requests that may wait for a connection; beyond, 503 at once"),
+    "DB_POOL_MAX_PER_USER": (
+        "4",
+        "Pool connections one user may hold at once per process; more wait, then 429",
+    ),
     "DB_STATEMENT_TIMEOUT": ("5", "Seconds a statement may run (0 = no limit)"),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
     "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
@@ -96,6 +100,7 @@ class DatabaseSettings:
     pool_max: int = 10
     pool_timeout: float = 5.0
     pool_max_waiting: int = 500
+    pool_max_per_user: int = 4
     statement_timeout: float = 5.0
     prepare_threshold: int | None = 5
 
@@ -207,6 +212,7 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
         pool_max=pool_max,
         pool_timeout=_seconds(env, "DB_POOL_TIMEOUT", 5.0, allow_zero=False),
         pool_max_waiting=_int(env, "DB_POOL_MAX_WAITING", 500, minimum=1),
+        pool_max_per_user=_int(env, "DB_POOL_MAX_PER_USER", 4, minimum=1),
         # PostgreSQL's statement_timeout is an int of milliseconds; more would fail on
         # every new connection (the pool never fills), or overflow converting to ms.
         statement_timeout=_seconds(

@@ -329,7 +329,8 @@ ERROR_DESCRIPTIONS = {
     413: f"Request body over {MAX_BODY_BYTES} bytes",
     415: "The body is not JSON",
     422: "Invalid input; details lists each field's problem",
-    429: "Too many failed logins, or registrations from this address; see Retry-After",
+    429: "Too many failed logins or registrations from this address, or too many of your"
+    " requests at once (DB_POOL_MAX_PER_USER); see Retry-After",
     503: "The database is unavailable or busy (service_unavailable), or did not answer in time"
     " (database_timeout); retry after Retry-After",
 }
@@ -475,7 +476,9 @@ def task_operations(prefix: str) -> dict[str, Any]:
     def operation(
         op_id: str, summary: str, responses: dict[Any, Any], **extra: Any
     ) -> dict[str, Any]:
-        errors = {str(status): error_response(status) for status in responses.pop("errors", [])}
+        # Every task operation may meet the per-user cap on pool connections (429).
+        codes = sorted({*responses.pop("errors", []), 429})
+        errors = {str(status): error_response(status) for status in codes}
         statuses = {str(code): value for code, value in responses.items()}
         return {
             "operationId": op_id + suffix,

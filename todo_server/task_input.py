@@ -23,7 +23,9 @@ TITLE_MAX = 255
 DESCRIPTION_MAX = 2000
 TAGS_MAX = 20
 TAG_MAX = 50
-QUERY_MAX = 255
+#: A search pattern's cost grows with its length (the recheck of each candidate row
+#: is row length x pattern length); 100 characters find any task a person looks for.
+QUERY_MAX = 100
 PRIORITIES = ("low", "medium", "high")
 DEFAULT_PRIORITY = "medium"
 LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 200, 100
@@ -278,6 +280,8 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     if (q := given.get("q")) is not None:
         if not 1 <= len(q) <= QUERY_MAX or "\x00" in q:
             errors.add("q", f"must be 1 to {QUERY_MAX} characters")
+        elif "\x1f" in q:  # joins title and description in the search index
+            errors.add("q", "must not contain U+001F")
         else:
             values["q"] = q
     for name in ("due_before", "due_after", "updated_since"):

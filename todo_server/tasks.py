@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import quote
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +43,7 @@ from todo_server.errors import (
 from todo_server.task_input import ListQuery, is_task_id, parse_list_query, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
+from todo_server.user_slots import UserSlots
 
 logger = logging.getLogger("todo_server.tasks")
 
@@ -99,6 +102,15 @@ def location_base(request: Request) -> str:
     return quote(request.scope["path"].rstrip("/"), safe="/")
 
 
+@asynccontextmanager
+async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection, taken within the user's share of the pool (``user_slots``)."""
+    slots: UserSlots = request.state.user_slots
+    pool: AsyncConnectionPool = request.state.pool
+    async with slots.slot(user_id), pool.connection() as conn:
+        yield conn
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -135,13 +147,12 @@ async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) 
 
 async def list_tasks(request: Request) -> Response:
     user_id = owner_id(request)
-    pool: AsyncConnectionPool = request.state.pool
     codec: CursorCodec = request.state.cursors
     query = parse_list_query(request.query_params)
     if query.syncing:
         return await sync_tasks(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         try:
             page = await task_store.list_tasks(
                 conn,
@@ -165,11 +176,10 @@ async def list_tasks(request: Request) -> Response:
 
 async def sync_tasks(request: Request, user_id: str, query: ListQuery) -> Response:
     """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
-    pool: AsyncConnectionPool = request.state.pool
     codec: CursorCodec = request.state.cursors
     floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
     after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         page = await task_store.sync_tasks(
             conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
         )
@@ -187,7 +197,6 @@ async def create_task(request: Request) -> Response:
     user_id = owner_id(request)
     user: AuthUser = request.state.user
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     data = await read_json_object(request)
     fields = parse_task_fields(data, creating=True)
@@ -230,15 +239,14 @@ async def create_task(request: Request) -> Response:
             await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
         return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
 
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         return await retry_conflicts(conn, lambda: create_once(conn), "create task")
 
 
 async def get_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
-    pool: AsyncConnectionPool = request.state.pool
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         row = await task_store.get_task(conn, user_id, task_id)
     if row is None:
         raise NotFound(TASK_NOT_FOUND)
@@ -249,10 +257,9 @@ async def update_task(request: Request) -> Response:
     """PUT and PATCH alike: change the fields given, keep the rest."""
     user_id = owner_id(request)
     task_id = task_id_of(request)
-    pool: AsyncConnectionPool = request.state.pool
     fields = parse_task_fields(await read_json_object(request), creating=False)
     if_match = if_match_versions(request)
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         row = await retry_conflicts(
             conn,
             lambda: task_store.update_task(conn, user_id, task_id, fields, if_match),
@@ -280,10 +287,9 @@ async def completion_from_body(request: Request) -> bool | None:
 async def complete_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
-    pool: AsyncConnectionPool = request.state.pool
     completed = await completion_from_body(request)
     if_match = if_match_versions(request)
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         row = await retry_conflicts(
             conn,
             lambda: task_store.complete_task(conn, user_id, task_id, completed, if_match),
@@ -297,9 +303,8 @@ async def complete_task(request: Request) -> Response:
 async def delete_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
-    pool: AsyncConnectionPool = request.state.pool
     if_match = if_match_versions(request)
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         deleted = await retry_conflicts(
             conn, lambda: task_store.delete_task(conn, user_id, task_id, if_match), "delete task"
         )
@@ -313,9 +318,8 @@ async def restore_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
     if_match = if_match_versions(request)
-    async with pool.connection() as conn:
+    async with connection_for(request, user_id) as conn:
         try:
             row = await retry_conflicts(
                 conn,

@@ -1,0 +1,63 @@
+"""A cap on how much of the connection pool one user may hold at once.
+
+Without it, one user firing many slow requests (worst-case searches, say) takes
+every pooled connection and everyone else waits or gets 503. Each user gets at
+most ``per_user`` connections at a time in this process; their next requests
+wait for one of their own to finish, up to ``wait`` seconds, then get 429 with
+Retry-After. Other users' requests never wait behind them.
+
+The count is per server process (each has its own pool): with WORKERS=2 a
+user may hold up to twice ``per_user`` connections in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from todo_server.errors import RateLimited
+
+RETRY_AFTER_SECONDS = 1
+
+
+class UserSlots:
+    """Per-user semaphores, made when a user first needs one and dropped when idle."""
+
+    def __init__(self, per_user: int, wait: float) -> None:
+        self.per_user = per_user
+        self.wait = wait
+        # user id -> [semaphore, requests holding or waiting for it]
+        self._users: dict[str, list] = {}
+
+    @asynccontextmanager
+    async def slot(self, user_id: str) -> AsyncIterator[None]:
+        """Hold one of ``user_id``'s slots for the block; 429 when none frees in time."""
+        entry = self._users.get(user_id)
+        if entry is None:
+            entry = self._users[user_id] = [asyncio.Semaphore(self.per_user), 0]
+        semaphore: asyncio.Semaphore = entry[0]
+        entry[1] += 1
+        try:
+            if semaphore.locked():
+                try:
+                    await asyncio.wait_for(semaphore.acquire(), self.wait)
+                except TimeoutError:
+                    raise RateLimited(
+                        "Too many requests of yours at once; try again shortly",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    ) from None
+            else:
+                await semaphore.acquire()
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._users[user_id]
+
+    def busy_users(self) -> int:
+        """How many users hold or wait for a slot now (for tests and diagnostics)."""
+        return len(self._users)
