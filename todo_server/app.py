@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
 from todo_server.logs import configure_logging, flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from todo_server.purge import purge_periodically
 from todo_server.schema import SchemaGate
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
@@ -69,6 +71,17 @@ def create_app(
         gate = SchemaGate(migrations_dir, current=checked)
         pool = create_pool(settings.database, on_connect=gate.check)
         await pool.open(wait=False)
+        purging = (
+            asyncio.create_task(
+                purge_periodically(
+                    pool,
+                    interval=settings.purge_interval,
+                    retention_days=settings.task_retention_days,
+                )
+            )
+            if settings.purge_interval > 0
+            else None
+        )
         try:
             yield {
                 "pool": pool,
@@ -80,6 +93,10 @@ def create_app(
                 "cursors": CursorCodec(settings.secret),
             }
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await pool.close()
             # A worker process may be ended by its signal right after this;
             # write out what is queued first.

@@ -1,4 +1,4 @@
-"""The ``todo-server`` command: ``serve``, ``migrate [status]``, ``version``."""
+"""The ``todo-server`` command: ``serve``, ``migrate [status]``, ``purge``, ``version``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,30 @@ def run_migrate(action: str) -> int:
     return 0
 
 
+def run_purge() -> int:
+    """Purge what is due now (deleted tasks past retention, expired keys), then exit."""
+    from psycopg.rows import dict_row
+
+    from todo_server.purge import purge
+
+    settings = load_settings()
+
+    async def run() -> int:
+        async with await psycopg.AsyncConnection.connect(
+            settings.database.url, autocommit=True, connect_timeout=10, row_factory=dict_row
+        ) as conn:
+            result = await purge(conn, retention_days=settings.task_retention_days)
+        if result.skipped:
+            print("another process is purging now; nothing done here")
+        print(
+            f"purged {result.tasks} deleted tasks, {result.idempotency_keys} idempotency keys,"
+            f" {result.login_failures} throttling rows"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="todo-server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser.add_argument(
         "action", nargs="?", choices=["up", "status"], default="up", help="default: up"
     )
+    commands.add_parser("purge", help="purge deleted tasks past retention and expired keys now")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
 
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return run_migrate(args.action)
+        if args.command == "purge":
+            return run_purge()
         return serve()
     except ConfigError as exc:
         print(f"todo-server: configuration error: {exc}", file=sys.stderr)

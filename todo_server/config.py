@@ -78,6 +78,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Comma-separated proxy addresses whose X-Forwarded-For/-Proto are believed",
     ),
     "MAX_TASKS_PER_USER": ("10000", "Most live (not deleted) tasks one user may have"),
+    "MAX_DELETED_TASKS_PER_USER": (
+        "10000",
+        "Most deleted tasks kept for restore per user; further deletes get 422",
+    ),
+    "TASK_RETENTION_DAYS": ("30", "Days a deleted task can be restored before it is purged"),
+    "PURGE_INTERVAL": ("300", "Seconds between the service's purges (0 = never; see purge)"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
 }
@@ -134,6 +140,9 @@ class Settings:
     registrations_per_ip: int = 10
     trusted_proxies: tuple[str, ...] = ()
     max_tasks_per_user: int = 10000
+    max_deleted_tasks_per_user: int = 10000
+    task_retention_days: int = 30
+    purge_interval: float = 300.0
 
     @property
     def accepts_shared_secret_tokens(self) -> bool:
@@ -273,6 +282,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         registrations_per_ip=_int(env, "REGISTRATIONS_PER_IP", 10, minimum=1),
         trusted_proxies=_trusted_proxies(env),
         max_tasks_per_user=_int(env, "MAX_TASKS_PER_USER", 10000, minimum=1),
+        max_deleted_tasks_per_user=_int(env, "MAX_DELETED_TASKS_PER_USER", 10000, minimum=1),
+        task_retention_days=_int(env, "TASK_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+        purge_interval=_seconds(env, "PURGE_INTERVAL", 300.0, allow_zero=True),
     )
 
 

@@ -14,6 +14,7 @@ turn them into responses. The hierarchy::
     ├── NotFound              404 not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 conflict
+    ├── SyncTokenExpired      410 sync_token_expired
     ├── PreconditionFailed    412 precondition_failed
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
@@ -93,6 +94,16 @@ class MethodNotAllowed(ApiError):
 
 class Conflict(ApiError):
     status, code, default_message = 409, "conflict", "Conflict"
+
+
+class SyncTokenExpired(ApiError):
+    """Changes since this sync token were purged: the client must sync from scratch."""
+
+    status, code = 410, "sync_token_expired"
+    default_message = (
+        "Deleted tasks since this sync_token have been purged; sync from scratch"
+        " (updated_since=2000-01-01T00:00:00Z) and keep the new token"
+    )
 
 
 class PreconditionFailed(ApiError):

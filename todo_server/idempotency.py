@@ -20,6 +20,7 @@ from todo_server.errors import ValidationFailed
 
 MAX_KEY_LENGTH = 255
 KEY_LIFETIME = "24 hours"
+KEY_LIFETIME_SECONDS = 24 * 3600  # the same, for the purge
 
 # Also clears a few expired keys of anyone's, skipping rows others hold.
 CLAIM_KEY_SQL = f"""

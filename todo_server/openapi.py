@@ -88,6 +88,7 @@ def schemas() -> dict[str, Any]:
                         "not_found",
                         "method_not_allowed",
                         "conflict",
+                        "sync_token_expired",
                         "precondition_failed",
                         "payload_too_large",
                         "unsupported_media_type",
@@ -325,6 +326,7 @@ ERROR_DESCRIPTIONS = {
     403: "The path names another user",
     404: "No such task for this user (also: another user's, or deleted)",
     409: "Conflict",
+    410: "sync_token_expired: deleted tasks since this sync_token were purged; sync afresh",
     412: "If-Match does not match the task's current ETag",
     413: f"Request body over {MAX_BODY_BYTES} bytes",
     415: "The body is not JSON",
@@ -493,7 +495,7 @@ def task_operations(prefix: str) -> dict[str, Any]:
         "get": operation(
             "listTasks",
             "List tasks",
-            {200: ok("A page of tasks", ref("TaskList")), "errors": [401, 403, 422, 503]},
+            {200: ok("A page of tasks", ref("TaskList")), "errors": [401, 403, 410, 422, 503]},
             parameters=[
                 ref(name, "parameters")
                 for name in (

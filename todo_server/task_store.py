@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from todo_server.cursors import Cursor
+from todo_server.errors import SyncTokenExpired
 
 #: A task's public fields, in the order the tasks_render_body trigger renders them.
 TASK_FIELDS = (
@@ -102,15 +103,22 @@ WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL AN
 RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
 """
 
-# A soft delete gives its quota slot back in the same statement; only a row
-# this statement really deleted counts, so concurrent deletes free one slot.
+# A soft delete gives its quota slot back and takes one of the user's slots for
+# deleted tasks (kept for restore until purged), in the same statement. The
+# user's row is locked first, so concurrent deletes queue there and re-check the
+# cap; only a row this statement really deleted counts.
 DELETE_TASK_SQL = f"""
-WITH deleted AS (
+WITH capped AS (
+    SELECT id FROM users
+    WHERE id = %(user_id)s AND deleted_tasks < %(max_deleted)s
+    FOR UPDATE
+), deleted AS (
     UPDATE tasks AS t SET deleted_at = now(), updated_at = now(), version = t.version + 1
-    WHERE t.id = %(task_id)s AND t.user_id = %(user_id)s AND t.deleted_at IS NULL AND {IF_MATCH}
+    FROM capped
+    WHERE t.id = %(task_id)s AND t.user_id = capped.id AND t.deleted_at IS NULL AND {IF_MATCH}
     RETURNING t.user_id
 )
-UPDATE users AS u SET live_tasks = u.live_tasks - 1
+UPDATE users AS u SET live_tasks = u.live_tasks - 1, deleted_tasks = u.deleted_tasks + 1
 FROM deleted
 WHERE u.id = deleted.user_id
 RETURNING u.id
@@ -123,7 +131,7 @@ RETURNING t.id::text AS id, t.version, {TASK_JSON} AS body
 """
 
 TAKE_SLOT_SQL = """
-UPDATE users SET live_tasks = live_tasks + 1
+UPDATE users SET live_tasks = live_tasks + 1, deleted_tasks = deleted_tasks - 1
 WHERE id = %(user_id)s AND live_tasks < %(max_tasks)s
 RETURNING id
 """
@@ -159,7 +167,8 @@ SELECT coalesce(string_agg(body, ',' ORDER BY position)
        count(*)::int AS fetched,
        (array_agg(change_xid ORDER BY position))[%(limit)s] AS last_value,
        (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
-       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
+       (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid
 FROM (
     SELECT t.id::text AS id, t.change_xid,
            CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
@@ -288,11 +297,16 @@ async def complete_task(
 
 
 async def delete_task(
-    conn: AsyncConnection, user_id: str, task_id: str, if_match: list[int] | None
+    conn: AsyncConnection,
+    user_id: str,
+    task_id: str,
+    if_match: list[int] | None,
+    max_deleted: int,
 ) -> bool:
-    """Soft-delete a live task; False when none matched."""
+    """Soft-delete a live task; False when none matched, or the user keeps too many deleted."""
     cursor = await conn.execute(
-        DELETE_TASK_SQL, {"user_id": user_id, "task_id": task_id, "if_match": if_match}
+        DELETE_TASK_SQL,
+        {"user_id": user_id, "task_id": task_id, "if_match": if_match, "max_deleted": max_deleted},
     )
     return await cursor.fetchone() is not None
 
@@ -473,6 +487,8 @@ async def sync_tasks(
     )
     row = await cursor.fetchone()
     assert row is not None  # an aggregate always returns one row
+    if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
+        raise SyncTokenExpired()  # a tombstone it has not seen may be purged
     if next_floor is None:
         next_floor = row["snapshot_xmin"]
     more = row["fetched"] > limit

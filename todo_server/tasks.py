@@ -304,11 +304,21 @@ async def delete_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
     if_match = if_match_versions(request)
+    settings: Settings = request.state.settings
+    cap = settings.max_deleted_tasks_per_user
     async with connection_for(request, user_id) as conn:
         deleted = await retry_conflicts(
-            conn, lambda: task_store.delete_task(conn, user_id, task_id, if_match), "delete task"
+            conn,
+            lambda: task_store.delete_task(conn, user_id, task_id, if_match, cap),
+            "delete task",
         )
         if not deleted:
+            found = await task_store.find_task_any_state(conn, user_id, task_id)
+            if found and not found[1] and (if_match is None or found[0].version in if_match):
+                raise ValidationFailed(  # it is there and matches: the cap refused it
+                    f"Too many deleted tasks kept for restore: at most {cap}; deleted tasks"
+                    f" are purged {settings.task_retention_days} days after deletion"
+                )
             raise await missing(conn, user_id, task_id, if_match)
     return Response(status_code=204)
 

@@ -1,0 +1,134 @@
+"""Purging: deleted tasks after their retention, expired keys, aged throttling rows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.conftest import settings_env
+from tests.tasks_helpers import User, assert_error
+from todo_server.purge import PURGE_LOCK_KEY, Purged, purge
+
+NOW = datetime.now(UTC)
+
+
+def purge_at(database_url: str, when: datetime, **options) -> Purged:
+    """One purge as of ``when``, over a fresh connection."""
+
+    async def run() -> Purged:
+        async with await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            return await purge(conn, retention_days=30, now=when, **options)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def ada(client):
+    return User(client, "ada")
+
+
+def test_deleted_tasks_can_be_restored_until_purged_after_retention(ada, db, database_url):
+    kept, purged = ada.create(title="kept"), ada.create(title="purged")
+    for task in (kept, purged):
+        assert ada.request("DELETE", f"/{task['id']}").status_code == 204
+
+    assert purge_at(database_url, NOW + timedelta(days=29)).tasks == 0
+    assert ada.request("POST", f"/{kept['id']}/restore").status_code == 200
+
+    assert purge_at(database_url, NOW + timedelta(days=31)).tasks == 1
+    assert_error(ada.request("POST", f"/{purged['id']}/restore"), 404, "not_found")
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
+    assert db.execute("SELECT live_tasks, deleted_tasks FROM users").fetchone() == (1, 0)
+
+
+def test_expired_idempotency_keys_and_throttling_rows_are_purged(ada, client, db, database_url):
+    ada.request("POST", json={"title": "once"}, headers={"Idempotency-Key": "k1"})
+    client.post("/auth/login", json={"email": "nobody@example.com", "password": "wrong pass"})
+    assert purge_at(database_url, NOW + timedelta(minutes=10)).total == 0
+    result = purge_at(database_url, NOW + timedelta(hours=23))  # the 15-minute window is over
+    assert (result.idempotency_keys, result.login_failures) == (0, 2)  # email and address rows
+    assert purge_at(database_url, NOW + timedelta(hours=25)).idempotency_keys == 1
+    assert db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 0
+
+
+def test_deleted_tasks_count_toward_a_cap_of_their_own(make_client, db, database_url):
+    ada = User(make_client(MAX_TASKS_PER_USER="1", MAX_DELETED_TASKS_PER_USER="2"), "ada")
+    for _ in range(2):
+        task = ada.create()
+        assert ada.request("DELETE", f"/{task['id']}").status_code == 204
+    task = ada.create()
+    r = ada.request("DELETE", f"/{task['id']}")
+    body = assert_error(r, 422, "validation_error")
+    assert body["message"].startswith("Too many deleted tasks kept for restore: at most 2")
+    assert ada.request("GET", f"/{task['id']}").status_code == 200  # nothing changed
+    # Once the oldest are purged, deleting works again.
+    db.execute(
+        "UPDATE tasks SET deleted_at = deleted_at - interval '31 days' WHERE deleted_at IS NOT NULL"
+    )
+    assert purge_at(database_url, NOW).tasks == 2
+    assert ada.request("DELETE", f"/{task['id']}").status_code == 204
+
+
+def test_purge_goes_in_small_batches_and_one_process_at_a_time(ada, db, database_url):
+    for _ in range(5):
+        task = ada.create()
+        ada.request("DELETE", f"/{task['id']}")
+    later = NOW + timedelta(days=31)
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (PURGE_LOCK_KEY,))
+        skipped = purge_at(database_url, later, batch=2)
+        other.execute("SELECT pg_advisory_unlock(%s)", (PURGE_LOCK_KEY,))
+    assert skipped.skipped and skipped.total == 0
+    assert purge_at(database_url, later, batch=2, max_batches=2).tasks == 4
+    assert purge_at(database_url, later, batch=2).tasks == 1
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+
+
+def test_the_service_purges_on_its_own_timer(make_client, db):
+    ada = User(make_client(PURGE_INTERVAL="0.2"), "ada")
+    task = ada.create()
+    ada.request("DELETE", f"/{task['id']}")
+    # The task was deleted 31 days ago, as far as the data says.
+    db.execute("UPDATE tasks SET deleted_at = now() - interval '31 days'")
+    deadline = time.monotonic() + 15
+    while db.execute("SELECT count(*) FROM tasks").fetchone()[0]:
+        assert time.monotonic() < deadline, "the service never purged"
+        time.sleep(0.1)
+    assert db.execute("SELECT deleted_tasks FROM users").fetchone()[0] == 0
+
+
+def test_todo_server_purge_command(ada, db, database_url):
+    task = ada.create()
+    ada.request("DELETE", f"/{task['id']}")
+    db.execute("UPDATE tasks SET deleted_at = now() - interval '31 days'")
+    env = {**os.environ, **settings_env(database_url)}
+    done = subprocess.run(
+        [sys.executable, "-m", "todo_server", "purge"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "purged 1 deleted tasks, 0 idempotency keys, 0 throttling rows"
+    )
+
+
+def test_a_sync_token_from_before_a_purge_is_refused_with_410(ada, database_url):
+    kept, gone = ada.create(title="kept"), ada.create(title="gone")
+    token = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
+    ada.request("DELETE", f"/{gone['id']}")
+    purge_at(database_url, NOW + timedelta(days=31))
+    r = ada.request("GET", params={"sync_token": token})
+    assert_error(r, 410, "sync_token_expired")
+    fresh = ada.list(updated_since="2000-01-01T00:00:00Z")
+    assert [t["id"] for t in fresh["tasks"]] == [kept["id"]]
+    assert ada.list(sync_token=fresh["sync_token"])["tasks"] == []

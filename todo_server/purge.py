@@ -1,0 +1,166 @@
+"""Purging what is kept only for a while: deleted tasks past their retention,
+expired idempotency keys, and aged throttling rows.
+
+Runs inside the service on a timer (every ``PURGE_INTERVAL`` seconds) and as
+``todo-server purge`` for ops. Each batch is one short transaction that first
+takes a transaction-scoped advisory lock without waiting: when another replica
+holds it, that replica is purging and this one skips its turn (safe behind
+PgBouncer's transaction pooling, unlike a session lock). Batches are small, so
+no purge holds locks or a connection for long; rows another transaction holds
+are skipped and purged next time.
+
+Every statement takes the time to compare against as a parameter, so tests
+control the clock instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from todo_server.idempotency import KEY_LIFETIME_SECONDS
+from todo_server.throttle import WINDOW_SECONDS
+
+logger = logging.getLogger("todo_server.purge")
+
+BATCH_SIZE = 500
+
+#: Any fixed 64-bit number, distinct from the migration runner's.
+PURGE_LOCK_KEY = 7_310_585_176_420_210_202
+
+TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
+
+# The oldest deletions first; their users' counters give the slots back, and
+# their purge horizon moves past the newest purged change (see sync tokens).
+PURGE_TASKS_SQL = """
+WITH doomed AS (
+    SELECT id FROM tasks
+    WHERE deleted_at < %(before)s
+    ORDER BY deleted_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasks AS t USING doomed WHERE t.id = doomed.id
+    RETURNING t.user_id, t.change_xid
+), per_user AS (
+    SELECT user_id, count(*)::int AS purged, max(change_xid) AS newest FROM gone GROUP BY user_id
+), counted AS (
+    UPDATE users AS u
+    SET deleted_tasks = u.deleted_tasks - per_user.purged,
+        purged_xid = greatest(u.purged_xid, per_user.newest)
+    FROM per_user
+    WHERE u.id = per_user.user_id
+)
+SELECT count(*)::int AS purged FROM gone
+"""
+
+PURGE_IDEMPOTENCY_KEYS_SQL = """
+WITH gone AS (
+    DELETE FROM idempotency_keys
+    WHERE ctid IN (
+        SELECT ctid FROM idempotency_keys WHERE created_at < %(before)s
+        LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
+)
+SELECT count(*)::int AS purged FROM gone
+"""
+
+PURGE_LOGIN_FAILURES_SQL = """
+WITH gone AS (
+    DELETE FROM login_failures
+    WHERE id IN (
+        SELECT id FROM login_failures WHERE failed_at < %(before)s
+        LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING 1
+)
+SELECT count(*)::int AS purged FROM gone
+"""
+
+
+@dataclass
+class Purged:
+    """How many rows one purge removed, by kind; None when another replica was purging."""
+
+    tasks: int = 0
+    idempotency_keys: int = 0
+    login_failures: int = 0
+    skipped: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.tasks + self.idempotency_keys + self.login_failures
+
+
+async def purge(
+    conn: psycopg.AsyncConnection,
+    *,
+    retention_days: int,
+    now: datetime | None = None,
+    batch: int = BATCH_SIZE,
+    max_batches: int | None = None,
+) -> Purged:
+    """Purge everything due at ``now``, one batch per transaction, until nothing is left.
+
+    ``conn`` must be in autocommit mode. Stops early, with ``skipped`` set,
+    when another process holds the purge lock.
+    """
+    now = now or datetime.now(UTC)
+    work = [
+        ("tasks", PURGE_TASKS_SQL, now - timedelta(days=retention_days)),
+        (
+            "idempotency_keys",
+            PURGE_IDEMPOTENCY_KEYS_SQL,
+            now - timedelta(seconds=KEY_LIFETIME_SECONDS),
+        ),
+        ("login_failures", PURGE_LOGIN_FAILURES_SQL, now - timedelta(seconds=WINDOW_SECONDS)),
+    ]
+    result = Purged()
+    batches = 0
+    for kind, statement, before in work:
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            async with conn.transaction():
+                cursor = await conn.execute(TRY_LOCK_SQL, (PURGE_LOCK_KEY,))
+                row = await cursor.fetchone()
+                if not row or not row["locked"]:
+                    result.skipped = True
+                    return result
+                cursor = await conn.execute(statement, {"before": before, "batch": batch})
+                row = await cursor.fetchone()
+            purged = row["purged"] if row else 0
+            setattr(result, kind, getattr(result, kind) + purged)
+            if purged < batch:
+                break
+    return result
+
+
+async def purge_periodically(
+    pool: AsyncConnectionPool, *, interval: float, retention_days: int
+) -> None:
+    """The service's timer: purge every ``interval`` seconds until cancelled.
+
+    A failed round (database away, busy) is logged and tried again next time.
+    At most 20 batches a round, so one round never holds a connection long.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with pool.connection() as conn:
+                result = await purge(conn, retention_days=retention_days, max_batches=20)
+        except (psycopg.Error, PoolTimeout) as exc:
+            logger.warning("purge failed (%s); trying again in %ss", type(exc).__name__, interval)
+            continue
+        if result.total:
+            logger.info(
+                "purged %d deleted tasks, %d idempotency keys, %d throttling rows",
+                result.tasks,
+                result.idempotency_keys,
+                result.login_failures,
+            )
