@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import httpx2
+import psycopg
 
 from tests.conftest import TEST_SECRET, settings_env
 from tests.liveserver import ROOT, LiveServer
+from tests.pgcluster import find_bindir
 from todo_server import migrate
 
 
@@ -51,19 +54,86 @@ def test_migrate_applies_then_reports_status(pg_server):
     url = pg_server.create_database("todo_cli")
     env = {"DATABASE_URL": url}
     result = run_cli("migrate", "status", env=env)
-    assert result.returncode == 0
-    names = [m.path.name for m in migrate.discover()]
-    assert result.stdout.splitlines() == [f"{name}  pending" for name in names]
+    assert result.returncode == 3  # pending: a pipeline can gate on it
+    migrations = migrate.discover()
+    assert result.stdout.splitlines() == [
+        f"{m.path.name}  pending  sha256:{m.checksum}" for m in migrations
+    ]
 
     result = run_cli("migrate", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"applied {name}" for name in names]
+    assert result.stdout.splitlines() == [f"applied {m.path.name}" for m in migrations]
 
     result = run_cli("migrate", "status", env=env)
+    assert result.returncode == 0
     assert all(" applied 20" in line for line in result.stdout.splitlines())
     assert (
         run_cli("migrate", env=env).stdout.strip() == "nothing to apply; the database is up to date"
     )
+
+
+def test_migrate_status_json_and_verify_report_drift(pg_server, tmp_path):
+    url = pg_server.create_database("todo_cli")
+    env = {"DATABASE_URL": url}
+    assert run_cli("migrate", env=env).returncode == 0
+    status = json.loads(run_cli("migrate", "status", "--json", env=env).stdout)
+    assert status["state"] == "current"
+    first = status["files"][0]
+    assert first["version"] == 1 and first["state"] == "applied"
+    assert first["checksum"] == migrate.discover()[0].checksum
+    result = run_cli("migrate", "verify", env=env)
+    assert (result.returncode, result.stdout.split(":")[0]) == (0, "verified")
+
+    # History that the files do not match: the checksum of version 1 differs.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+    for args in (("status",), ("verify",), ("sql",), ()):
+        result = run_cli("migrate", *args, env=env)
+        assert result.returncode == 4, (args, result.stderr)
+    status = json.loads(run_cli("migrate", "status", "--json", env=env).stdout)
+    assert (status["state"], status["files"][0]["state"]) == ("drift", "changed")
+
+
+def test_migrate_sql_prints_a_script_psql_applies_in_one_transaction(pg_server):
+    url = pg_server.create_database("todo_cli")
+    env = {"DATABASE_URL": url}
+    script = run_cli("migrate", "sql", env=env)
+    assert script.returncode == 0, script.stderr
+    psql = shutil.which("psql") or str(find_bindir() / "psql")
+    applied = subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", "-", url],
+        input=script.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert run_cli("migrate", "status", env=env).returncode == 0  # current
+    assert run_cli("migrate", "sql", env=env).stdout.count("INSERT INTO schema_migrations") == 0
+
+
+def test_migration_database_url_is_used_by_migrate_only(pg_server):
+    owner_db = pg_server.create_database("todo_cli")
+    env = {
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "MIGRATION_DATABASE_URL": owner_db,
+    }
+    result = run_cli("migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    assert run_cli("migrate", "status", env=env).returncode == 0
+
+
+def test_a_migrate_waiting_on_anothers_lock_gives_up_naming_the_holder(pg_server):
+    url = pg_server.create_database("todo_cli")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SET application_name = 'the-other-deploy'")
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
+        result = run_cli("migrate", env={"DATABASE_URL": url, "MIGRATION_LOCK_TIMEOUT": "0.5"})
+    assert result.returncode == 1
+    assert "another migration run holds the lock after 0.5 s: pid" in result.stderr
+    assert "application the-other-deploy" in result.stderr
+    # Nothing was applied, and no lock is left behind: the next run applies everything.
+    assert run_cli("migrate", env={"DATABASE_URL": url}).returncode == 0
 
 
 def test_serve_refuses_to_start_while_migrations_are_pending(pg_server):

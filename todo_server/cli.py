@@ -1,9 +1,10 @@
-"""The ``todo-server`` command: ``serve``, ``migrate [status]``, ``purge``, ``version``."""
+"""The ``todo-server`` command: ``serve``, ``migrate``, ``purge``, ``version``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -11,7 +12,7 @@ from importlib.metadata import version as package_version
 import psycopg
 
 from todo_server import migrate
-from todo_server.config import ConfigError, load_database_settings, load_settings
+from todo_server.config import ConfigError, load_migration_settings, load_settings
 
 
 def _version() -> str:
@@ -59,21 +60,54 @@ def serve() -> int:
     return 0
 
 
-def run_migrate(action: str) -> int:
-    """Apply pending migrations, or list every file with its state."""
-    database = load_database_settings()
-    with psycopg.connect(database.url, autocommit=True, connect_timeout=10) as conn:
-        if action == "status":
-            for line in migrate.status(conn):
-                state = f"applied {line.applied_at.isoformat()}" if line.applied_at else "pending"
-                print(f"{line.migration.path.name}  {state}")
-            return 0
-        applied = migrate.apply(conn)
-    for migration in applied:
-        print(f"applied {migration.path.name}")
-    if not applied:
-        print("nothing to apply; the database is up to date")
-    return 0
+#: Exit codes of ``todo-server migrate``, documented in the README (Deploy).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the database is unreachable, a file failed, or the lock wait timed out
+EXIT_CONFIG = 2  # a setting is missing or malformed
+EXIT_PENDING = 3  # status: migrations are pending
+EXIT_DRIFT = 4  # status, verify, up: an applied file changed or is gone
+
+
+def run_migrate(action: str, as_json: bool) -> int:
+    """``migrate [up|status|verify|sql]``; see the exit codes above."""
+    settings = load_migration_settings()
+    with psycopg.connect(settings.url, autocommit=True, connect_timeout=10) as conn:
+        if action == "up":
+            applied = migrate.apply(conn, lock_timeout=settings.lock_timeout)
+            for migration in applied:
+                print(f"applied {migration.path.name}")
+            if not applied:
+                print("nothing to apply; the database is up to date")
+            return EXIT_OK
+        files = migrate.inspect(conn)
+    drift = [line for line in files if line.state in ("changed", "missing")]
+    waiting = [line for line in files if line.state == "pending"]
+    if action == "sql":
+        if drift:
+            return _report_drift(drift)
+        by_version = {m.version: m for m in migrate.discover()}
+        print(migrate.script([by_version[line.version] for line in waiting]), end="")
+        return EXIT_OK
+    if action == "verify":
+        if drift:
+            return _report_drift(drift)
+        print(f"verified: {len(files) - len(waiting)} applied files match; {len(waiting)} pending")
+        return EXIT_OK
+    if as_json:
+        state = "drift" if drift else "pending" if waiting else "current"
+        print(json.dumps({"state": state, "files": [line.as_json() for line in files]}))
+    else:
+        for line in files:
+            when = f" {line.applied_at.isoformat()}" if line.applied_at else ""
+            print(f"{line.version:04d}_{line.name}.sql  {line.state}{when}  sha256:{line.checksum}")
+    return EXIT_DRIFT if drift else EXIT_PENDING if waiting else EXIT_OK
+
+
+def _report_drift(drift: list[migrate.FileState]) -> int:
+    for line in drift:
+        what = "changed after it was applied" if line.state == "changed" else "applied, file gone"
+        print(f"todo-server: {line.version:04d}_{line.name}.sql: {what}", file=sys.stderr)
+    return EXIT_DRIFT
 
 
 def run_purge() -> int:
@@ -106,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="serve the API")
     migrate_parser = commands.add_parser("migrate", help="apply pending migrations")
     migrate_parser.add_argument(
-        "action", nargs="?", choices=["up", "status"], default="up", help="default: up"
+        "action",
+        nargs="?",
+        choices=["up", "status", "verify", "sql"],
+        default="up",
+        help="up: apply pending files (default); status: list every file (exit 3 when some"
+        " are pending, 4 on drift); verify: check history and checksums; sql: print the"
+        " pending files as one script for psql -1",
     )
+    migrate_parser.add_argument("--json", action="store_true", help="status as JSON")
     commands.add_parser("purge", help="purge deleted tasks past retention and expired keys now")
     commands.add_parser("version", help="print the version")
     args = parser.parse_args(argv)
@@ -117,19 +158,19 @@ def main(argv: list[str] | None = None) -> int:
             print(_version())
             return 0
         if args.command == "migrate":
-            return run_migrate(args.action)
+            return run_migrate(args.action, args.json)
         if args.command == "purge":
             return run_purge()
         return serve()
     except ConfigError as exc:
         print(f"todo-server: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except migrate.MigrationError as exc:
         print(f"todo-server: migration error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_DRIFT if isinstance(exc, migrate.DriftError) else EXIT_FAILED
     except psycopg.OperationalError as exc:
         print(f"todo-server: cannot reach the database: {exc}".strip(), file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -45,6 +45,14 @@ JWKS_ALGORITHMS = (
 #: name -> (default shown in the docs, description). Order is the README's order.
 SETTINGS: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("(required)", "PostgreSQL URL, postgresql://user:pass@host:port/db"),
+    "MIGRATION_DATABASE_URL": (
+        "(DATABASE_URL)",
+        "URL `migrate` uses instead of DATABASE_URL: the schema owner's credentials",
+    ),
+    "MIGRATION_LOCK_TIMEOUT": (
+        "60",
+        "Seconds `migrate` waits for another run's lock before giving up (exit 1)",
+    ),
     "BETTER_AUTH_SECRET": ("(required)", "Shared HS256 secret, at least 32 characters"),
     "ALLOWED_ORIGINS": ("http://localhost:3000", "Comma-separated CORS origins"),
     "ENVIRONMENT": ("development", "development, staging or production"),
@@ -228,6 +236,33 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
             env, "DB_STATEMENT_TIMEOUT", 5.0, allow_zero=True, maximum=2147483
         ),
         prepare_threshold=prepare_threshold,
+    )
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """What ``todo-server migrate`` needs; no secret leaks through repr."""
+
+    url: str = field(repr=False)
+    lock_timeout: float = 60.0
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+
+def load_migration_settings(environ: Mapping[str, str] | None = None) -> MigrationSettings:
+    """The schema owner's URL (MIGRATION_DATABASE_URL, else DATABASE_URL) and the lock wait."""
+    env = os.environ if environ is None else environ
+    name = "MIGRATION_DATABASE_URL" if _get(env, "MIGRATION_DATABASE_URL") else "DATABASE_URL"
+    url = _get(env, name)
+    if url is None:
+        raise ConfigError("DATABASE_URL", "is required (a postgresql:// URL)")
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError(name, "must be a postgresql:// URL")
+    return MigrationSettings(
+        url=url,
+        lock_timeout=_seconds(env, "MIGRATION_LOCK_TIMEOUT", 60.0, allow_zero=False),
     )
 
 

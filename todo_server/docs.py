@@ -87,5 +87,8 @@ def docs_routes() -> list[Route | Mount]:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", swagger, methods=["GET"]),
         Route("/redoc", redoc, methods=["GET"]),
-        Mount("/docs/static", StaticFiles(directory=STATIC), name="docs-static"),
+        # Found through the package (importlib), wherever it is installed.
+        Mount(
+            "/docs/static", StaticFiles(packages=[("todo_server", "static")]), name="docs-static"
+        ),
     ]

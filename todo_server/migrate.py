@@ -3,8 +3,20 @@
 Files are named ``NNNN_words.sql``: the number is the version, the words are for
 people. ``schema_migrations`` records what ran. Each file runs in its own
 transaction together with its bookkeeping row, so a failing file leaves nothing
-behind and stays pending. A PostgreSQL advisory lock serialises concurrent
-runners, so two deploys at once apply each file once.
+behind and stays pending.
+
+Concurrent runners apply each file once, also through PgBouncer's transaction
+pooling, where consecutive transactions of one client may land on different
+server connections (so a session-level lock means nothing): each file's
+transaction first takes a transaction-scoped advisory lock, then re-reads the
+history under it and skips the file if another runner applied it meanwhile. The
+lock ends with the transaction whatever happens, so none is ever left behind. A
+lock wait gives up after ``lock_timeout`` seconds, naming the session that holds
+it.
+
+The installed package carries the files as its own resources
+(``todo_server/migrations``, a link to the top-level ``sql/`` in a checkout),
+so the runner works wherever the package is installed.
 
 Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
@@ -16,7 +28,10 @@ files never change; fix forward with a new file.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +41,11 @@ from psycopg.pq import TransactionStatus
 
 from todo_server.sql_scan import transaction_control
 
-#: The migrations shipped with the project: ``sql/`` beside the package.
-DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "sql"
+#: The migrations the package carries (a wheel's copies, or a checkout's sql/).
+DEFAULT_DIRECTORY = Path(str(importlib.resources.files("todo_server") / "migrations"))
+
+#: Seconds a runner waits for another runner's lock before giving up.
+LOCK_TIMEOUT_SECONDS = 60.0
 
 FILE_NAME = re.compile(r"([0-9]{4})_([a-z0-9]+(?:_[a-z0-9]+)*)\.sql")
 
@@ -47,6 +65,17 @@ BOOKKEEPING_EXISTS_SQL = "SELECT to_regclass('schema_migrations') IS NOT NULL AS
 
 APPLIED_SQL = "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
 
+LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
+
+# Who holds the runners' lock, for the message when waiting for it times out.
+LOCK_HOLDER_SQL = """
+SELECT a.pid, a.usename, a.application_name, a.client_addr::text AS client_addr,
+       coalesce(a.xact_start, a.backend_start) AS since, a.state, left(a.query, 80) AS query
+FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = %s
+"""
+
 RECORD_SQL = """
 INSERT INTO schema_migrations (version, name, checksum)
 VALUES (%(version)s, %(name)s, %(checksum)s)
@@ -55,6 +84,10 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 
 class MigrationError(Exception):
     """The migrations cannot be applied as they stand; the message says why."""
+
+
+class DriftError(MigrationError):
+    """The history and the files disagree: an applied file changed or is gone."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +148,11 @@ def pending(migrations: list[Migration], applied: list[Applied]) -> list[Migrati
     for row in applied:
         migration = by_version.get(row.version)
         if migration is None:
-            raise MigrationError(
+            raise DriftError(
                 f"version {row.version} ({row.name}) is applied but its file is missing"
             )
         if migration.checksum != row.checksum:
-            raise MigrationError(
+            raise DriftError(
                 f"{migration.path.name}: changed after it was applied; "
                 "applied files must not change, add a new migration instead"
             )
@@ -155,48 +188,150 @@ def status(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> lis
     return [Status(migration, when.get(migration.version)) for migration in migrations]
 
 
-def apply(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
-    """Apply every pending file, each in its own transaction; returns what was applied.
+@dataclass(frozen=True)
+class FileState:
+    """One line of ``migrate status``: what a version's file and the history say."""
 
-    ``conn`` must be in autocommit mode: the advisory lock is held for the
-    session, and each file gets a transaction of its own.
+    version: int
+    name: str
+    state: str  # "applied", "pending", "changed" (since applied) or "missing" (file gone)
+    checksum: str  # the file's; the recorded one for a missing file
+    applied_at: datetime | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "state": self.state,
+            "checksum": self.checksum,
+            "applied_at": self.applied_at.isoformat() if self.applied_at else None,
+        }
+
+
+def inspect(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list[FileState]:
+    """Every version the files or the history know, with its state; never raises on drift."""
+    files = {migration.version: migration for migration in discover(directory)}
+    history = {row.version: row for row in read_applied(conn)}
+    lines = []
+    for version in sorted(files.keys() | history.keys()):
+        migration, row = files.get(version), history.get(version)
+        if migration is None:
+            assert row is not None
+            lines.append(FileState(version, row.name, "missing", row.checksum, row.applied_at))
+        elif row is None:
+            lines.append(FileState(version, migration.name, "pending", migration.checksum, None))
+        else:
+            state = "applied" if row.checksum == migration.checksum else "changed"
+            lines.append(
+                FileState(version, migration.name, state, migration.checksum, row.applied_at)
+            )
+    return lines
+
+
+def apply(
+    conn: psycopg.Connection,
+    directory: Path = DEFAULT_DIRECTORY,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+) -> list[Migration]:
+    """Apply every pending file, each in its own locked transaction; returns what was applied.
+
+    ``conn`` must be in autocommit mode: each file gets a transaction of its own.
     """
     if not conn.autocommit:
         raise MigrationError("the migration connection must be in autocommit mode")
     migrations = discover(directory)
-    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    try:
+    with _locked(conn, lock_timeout):
         conn.execute(CREATE_BOOKKEEPING_SQL)
-        # Read history only once the lock is held: another runner may just have
-        # applied some of these files.
         todo = pending(migrations, read_applied(conn))
-        for migration in todo:
-            refuse_transaction_control(migration)
-        for migration in todo:
-            try:
-                with conn.transaction():
-                    conn.execute(migration.sql.encode("utf-8"))
-                    if conn.info.transaction_status != TransactionStatus.INTRANS:
-                        # The scan missed a way out; stop before anything else runs.
-                        raise MigrationError(
-                            f"{migration.path.name} ended its own transaction;"
-                            " part of it may be applied: check the database by hand"
-                        )
-                    conn.execute(
-                        RECORD_SQL,
-                        {
-                            "version": migration.version,
-                            "name": migration.name,
-                            "checksum": migration.checksum,
-                        },
+    for migration in todo:
+        refuse_transaction_control(migration)
+    applied = []
+    for migration in todo:
+        try:
+            with _locked(conn, lock_timeout):
+                # Under the lock, the history is the truth: another runner may
+                # have applied this file since we looked.
+                if migration not in pending(migrations, read_applied(conn)):
+                    continue
+                conn.execute(migration.sql.encode("utf-8"))
+                if conn.info.transaction_status != TransactionStatus.INTRANS:
+                    # The scan missed a way out; stop before anything else runs.
+                    raise MigrationError(
+                        f"{migration.path.name} ended its own transaction;"
+                        " part of it may be applied: check the database by hand"
                     )
-            except psycopg.Error as exc:
-                message = (exc.diag.message_primary or str(exc)).strip()
-                raise MigrationError(f"{migration.path.name} failed: {message}") from exc
-        return todo
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+                conn.execute(
+                    RECORD_SQL,
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "checksum": migration.checksum,
+                    },
+                )
+        except MigrationError:
+            raise
+        except psycopg.Error as exc:
+            message = (exc.diag.message_primary or str(exc)).strip()
+            raise MigrationError(f"{migration.path.name} failed: {message}") from exc
+        applied.append(migration)
+    return applied
+
+
+@contextmanager
+def _locked(conn: psycopg.Connection, lock_timeout: float) -> Iterator[None]:
+    """A transaction holding the runners' advisory lock (waiting at most ``lock_timeout``)."""
+    with conn.transaction():
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",)
+        )
+        try:
+            with conn.transaction():  # a savepoint, so a timeout leaves the outer one usable
+                conn.execute(LOCK_SQL, (ADVISORY_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            raise MigrationError(
+                f"another migration run holds the lock after {lock_timeout:g} s: "
+                f"{_lock_holder(conn)}; wait for it, or end that session"
+            ) from None
+        conn.execute("SELECT set_config('lock_timeout', '0', true)")
+        yield
+
+
+def _lock_holder(conn: psycopg.Connection) -> str:
+    row = conn.execute(LOCK_HOLDER_SQL, (ADVISORY_LOCK_KEY,)).fetchone()
+    if row is None:
+        return "a session that has since ended"
+    pid, user, app, addr, since, state, query = row
+    return (
+        f"pid {pid} (user {user}, application {app or '-'}, from {addr or 'local socket'},"
+        f" since {since:%Y-%m-%d %H:%M:%S %Z}, {state}, last query {query!r})"
+    )
+
+
+def script(migrations: list[Migration]) -> str:
+    """The pending ``migrations`` as one SQL script, with their bookkeeping rows.
+
+    For a DBA to review and run with ``psql -v ON_ERROR_STOP=1 -1 -f -``: one
+    transaction (``-1``), holding the runners' lock, so it applies all or nothing
+    and never beside a runner.
+    """
+    for migration in migrations:
+        refuse_transaction_control(migration)
+    parts = [
+        "-- todo-server migrations; apply with: psql -v ON_ERROR_STOP=1 -1 -f <this file>",
+        CREATE_BOOKKEEPING_SQL.strip() + ";",
+        f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY});",
+    ]
+    for migration in migrations:
+        checksum = migration.checksum
+        parts += [
+            f"\n-- {migration.path.name} (sha256 {checksum})",
+            migration.sql.rstrip(),
+            ";",
+            "INSERT INTO schema_migrations (version, name, checksum)"
+            f" VALUES ({migration.version}, '{migration.name}', '{checksum}');",
+        ]
+    return "\n".join(parts) + "\n"
 
 
 def pending_on(
