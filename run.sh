@@ -256,9 +256,11 @@ case "$command" in
     take_setup_lock
     ensure_venv dev
     [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
-    # The docs pages are checked in a real browser; the benchmark smoke test needs wrk.
+    # The docs pages are checked in a real browser; the benchmark smoke test needs wrk;
+    # the service and migrations are tested behind a real PgBouncer.
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
+    [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || apt_install pgbouncer
     release_setup_lock
     "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -206,3 +206,13 @@ def test_the_start_up_warning_never_shows_the_password(database_url, caplog):
     assert "unreachable" in caplog.text
     assert "hunter2-password" not in caplog.text
     assert "password=***" in caplog.text
+
+
+def test_pgbouncer_mode_turns_prepared_statements_off_and_refuses_a_threshold():
+    assert load_settings(env()).database.prepare_threshold == 5
+    bouncer = load_settings(env(DB_PGBOUNCER="transaction")).database
+    assert (bouncer.pgbouncer, bouncer.prepare_threshold) == (True, None)
+    with pytest.raises(ConfigError, match="^DB_PREPARE_THRESHOLD: must be none"):
+        load_settings(env(DB_PGBOUNCER="transaction", DB_PREPARE_THRESHOLD="5"))
+    with pytest.raises(ConfigError, match="^DB_PGBOUNCER: must be one of off, transaction"):
+        load_settings(env(DB_PGBOUNCER="session"))

@@ -68,6 +68,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Pool connections one user may hold at once per process; more wait, then 429",
     ),
     "DB_STATEMENT_TIMEOUT": ("5", "Seconds a statement may run (0 = no limit)"),
+    "DB_PGBOUNCER": (
+        "off",
+        "transaction when DATABASE_URL is a transaction-pooling PgBouncer: no prepared"
+        " statements, timeouts kept on the role",
+    ),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
     "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
     "JWT_ISSUER": ("(unset)", "Required iss claim of every token, and iss of issued tokens"),
@@ -117,6 +122,7 @@ class DatabaseSettings:
     pool_max_per_user: int = 4
     statement_timeout: float = 5.0
     prepare_threshold: int | None = 5
+    pgbouncer: bool = False  # behind a transaction-pooling PgBouncer
 
     @property
     def display_url(self) -> str:
@@ -218,10 +224,17 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
     if pool_max < pool_min:
         raise ConfigError("DB_POOL_MAX", f"must be at least DB_POOL_MIN ({pool_min})")
     threshold_text = _get(env, "DB_PREPARE_THRESHOLD")
-    prepare_threshold: int | None = 5
+    pgbouncer = _choice(env, "DB_PGBOUNCER", "off", ("off", "transaction")) == "transaction"
+    prepare_threshold: int | None = None if pgbouncer else 5
     if threshold_text is not None and threshold_text.lower() == "none":
         prepare_threshold = None
     elif threshold_text is not None:
+        if pgbouncer:
+            # PgBouncer 1.x in transaction mode runs the next transaction on any
+            # server connection, where a prepared statement does not exist.
+            raise ConfigError(
+                "DB_PREPARE_THRESHOLD", "must be none (or unset) with DB_PGBOUNCER=transaction"
+            )
         prepare_threshold = _int(env, "DB_PREPARE_THRESHOLD", 5, minimum=0)
     return DatabaseSettings(
         url=url,
@@ -236,6 +249,7 @@ def load_database_settings(environ: Mapping[str, str] | None = None) -> Database
             env, "DB_STATEMENT_TIMEOUT", 5.0, allow_zero=True, maximum=2147483
         ),
         prepare_threshold=prepare_threshold,
+        pgbouncer=pgbouncer,
     )
 
 

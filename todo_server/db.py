@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -45,6 +46,35 @@ SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC',
 """
 
 
+async def keep_role_defaults(conn: psycopg.AsyncConnection, statement_timeout: str) -> None:
+    """Make the session settings the role's defaults, for a transaction-pooling PgBouncer.
+
+    PgBouncer runs each transaction on whichever server connection is free, so
+    a session setting reaches only the server connection it happened to run
+    on. A role's defaults reach every server connection PgBouncer opens. An
+    ordinary role may set its own; when it may not, the log says what to run.
+    """
+    statements = [
+        sql.SQL("ALTER ROLE CURRENT_USER SET statement_timeout = {}").format(
+            sql.Literal(statement_timeout)
+        ),
+        sql.SQL("ALTER ROLE CURRENT_USER SET TimeZone = 'UTC'"),
+    ]
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        logger.error(
+            "DB_PGBOUNCER=transaction: cannot set this role's defaults; as its owner run: %s",
+            "; ".join(statement.as_string(conn) for statement in statements),
+        )
+        return
+    logger.info(
+        "DB_PGBOUNCER=transaction: role defaults statement_timeout=%s, TimeZone=UTC",
+        statement_timeout,
+    )
+
+
 def statement_timeout_setting(seconds: float) -> str:
     """PostgreSQL's ``statement_timeout`` for ``seconds``, in whole milliseconds.
 
@@ -63,12 +93,16 @@ def create_pool(
     exception there discards the connection (the schema check uses this).
     """
     statement_timeout = statement_timeout_setting(settings.statement_timeout)
+    role_defaults_kept: list[bool] = []  # once per pool is enough
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # A session setting rather than a startup option, so it also works
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
         await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
+        if settings.pgbouncer and not role_defaults_kept:
+            await keep_role_defaults(conn, statement_timeout)
+            role_defaults_kept.append(True)
         if on_connect is not None:
             await on_connect(conn)
 

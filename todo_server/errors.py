@@ -266,9 +266,31 @@ async def _handle_database_error(request: Request, exc: Exception) -> Response:
     return api_error_response(ServiceUnavailable(), request_id)
 
 
+#: What psycopg's prepared statements meet behind a transaction-pooling PgBouncer:
+#: the next transaction runs on another server connection, where the statement
+#: was never prepared (or already was).
+PREPARED_STATEMENTS_LOST = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+
+
+async def _handle_prepared_statements_lost(request: Request, exc: Exception) -> Response:
+    """A misconfiguration, not a bug: say so loudly in the log, answer 503, not 500."""
+    logger.error(
+        "prepared statement lost on %s (%s): is this a transaction-pooling PgBouncer?"
+        " Set DB_PGBOUNCER=transaction",
+        _where(request),
+        type(exc).__name__,
+    )
+    return api_error_response(ServiceUnavailable(), request_id_of(request.scope.get("state")))
+
+
 EXCEPTION_HANDLERS = {
     ApiError: _handle_api_error,
     HTTPException: _handle_http_exception,
     psycopg.OperationalError: _handle_database_error,
     psycopg_pool.PoolTimeout: _handle_database_error,
+    psycopg.errors.InvalidSqlStatementName: _handle_prepared_statements_lost,
+    psycopg.errors.DuplicatePreparedStatement: _handle_prepared_statements_lost,
 }

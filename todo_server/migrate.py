@@ -293,7 +293,11 @@ def _locked(conn: psycopg.Connection, lock_timeout: float) -> Iterator[None]:
                 f"another migration run holds the lock after {lock_timeout:g} s: "
                 f"{_lock_holder(conn)}; wait for it, or end that session"
             ) from None
-        conn.execute("SELECT set_config('lock_timeout', '0', true)")
+        # A role default meant for the service (DB_PGBOUNCER) must not cut a long
+        # migration short: no statement or lock limit inside a file's transaction.
+        conn.execute(
+            "SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)"
+        )
         yield
 
 
