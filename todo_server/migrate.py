@@ -296,7 +296,8 @@ def _locked(conn: psycopg.Connection, lock_timeout: float) -> Iterator[None]:
         # A role default meant for the service (DB_PGBOUNCER) must not cut a long
         # migration short: no statement or lock limit inside a file's transaction.
         conn.execute(
-            "SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)"
+            "SELECT set_config('lock_timeout', '0', true),"
+            " set_config('statement_timeout', '0', true)"
         )
         yield
 
