@@ -5,6 +5,7 @@
 #   ./run.sh setup            install and prepare everything serve needs, then stop
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
+#   ./run.sh image [--tag NAME] [--save FILE]  build the container image (podman)
 #   ./run.sh bench [--smoke]  run the benchmark harness (bench/run.py --help)
 #   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
 #
@@ -191,6 +192,40 @@ ensure_secret() {
   export BETTER_AUTH_SECRET
 }
 
+# --- The container image (README: Deploy > Container image) --------------------
+ensure_podman() {
+  local missing=""
+  for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || missing=1; done
+  [ -z "$missing" ] && return 0
+  apt_install --no-install-recommends podman runc crun netavark aardvark-dns iptables \
+    slirp4netns uidmap fuse-overlayfs catatonit mmdebstrap
+}
+
+build_image() {
+  local tag="localhost/todo-server:latest" save=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tag) tag=${2:?--tag needs a name}; shift 2 ;;
+      --save) save=${2:?--save needs a file name}; shift 2 ;;
+      *) die "image: unknown option '$1'; use: ./run.sh image [--tag NAME] [--save FILE]" ;;
+    esac
+  done
+  export CONTAINERS_CONF="$ROOT/deploy/containers.conf"
+  if [ -z "$(podman images -q localhost/debian:bookworm-minbase 2>/dev/null)" ]; then
+    say "building the base image from Debian's mirrors (once)"
+    sh "$ROOT/deploy/make-base.sh"
+  fi
+  # Wheels are built here: pip inside a build cannot verify TLS on our machines.
+  rm -rf "$ROOT/build/wheels"
+  "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check -w "$ROOT/build/wheels" "$ROOT"
+  podman build --quiet --format docker --pull=never -t "$tag" "$ROOT" >/dev/null
+  say "built $tag ($(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+  if [ -n "$save" ]; then
+    podman save --format docker-archive -o "$save" "$tag"
+    say "saved $tag to $save; load it with: podman load -i $save (or docker load -i $save)"
+  fi
+}
+
 # Run a long-lived child so that Ctrl-C and SIGTERM reach it and the cleanup trap still runs.
 run_child() {
   "$@" &
@@ -261,6 +296,8 @@ case "$command" in
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
     [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || apt_install pgbouncer
+    # The container image is built and run by the suite.
+    ensure_podman
     release_setup_lock
     "$VENV/bin/python" -m pytest "$@"
     ;;
@@ -272,10 +309,17 @@ case "$command" in
     release_setup_lock
     "$VENV/bin/python" bench/run.py "$@"
     ;;
+  image)
+    take_setup_lock
+    ensure_venv ""
+    ensure_podman
+    release_setup_lock
+    build_image "$@"
+    ;;
   vendor-docs)
     vendor_docs
     ;;
   *)
-    die "unknown command '$command'; use: serve, setup, test, migrate, bench, vendor-docs"
+    die "unknown command '$command'; use: serve, setup, test, migrate, image, bench, vendor-docs"
     ;;
 esac
