@@ -27,6 +27,7 @@ def serve() -> int:
     import uvicorn
 
     from todo_server.app import create_app, refuse_pending_migrations
+    from todo_server.http_limits import LimitedHttpToolsProtocol
     from todo_server.logs import configure_logging, exit_cleanly_on_signals
 
     settings = load_settings()
@@ -43,6 +44,9 @@ def serve() -> int:
         "server_header": False,
         # X-Forwarded-For is client input unless a proxy we trust set it; uvicorn
         # would otherwise believe it from 127.0.0.1.
+        # Head size, head and body timeouts, a connection cap (http_limits).
+        "http": LimitedHttpToolsProtocol,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies) or None,
         "lifespan": "on",

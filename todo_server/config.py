@@ -14,10 +14,14 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from todo_server.http_limits import ConnectionLimits
 
 #: Secrets that ``run.sh`` generates for local use start with this prefix, so
 #: production can recognise and refuse them.
@@ -59,6 +63,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "HOST": ("127.0.0.1", "Address to listen on"),
     "PORT": ("8000", "Port to listen on"),
     "WORKERS": ("1", "Server processes; about one per core"),
+    "MAX_REQUEST_HEAD_BYTES": ("16384", "Most bytes of request line and headers; more get 431"),
+    "HEAD_TIMEOUT": ("10", "Seconds a client may take to send a request head; then 408"),
+    "BODY_TIMEOUT": ("30", "Seconds a request body may stall between two chunks; then 408"),
+    "MAX_CONNECTIONS": ("1000", "Open connections per worker; more get 503 and are closed"),
+    "SHUTDOWN_TIMEOUT": ("10", "Seconds in-flight requests get after SIGTERM before the exit"),
     "DB_POOL_MIN": ("2", "Connections the pool keeps open"),
     "DB_POOL_MAX": ("10", "Most connections the pool opens"),
     "DB_POOL_TIMEOUT": ("5", "Seconds to wait for a connection before answering 503"),
@@ -141,6 +150,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    max_request_head_bytes: int = 16 * 1024
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    shutdown_timeout: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
     access_token_ttl: int = 86400
@@ -162,6 +176,18 @@ class Settings:
     def accepts_shared_secret_tokens(self) -> bool:
         """Whether HS256 tokens (ours and a frontend's) are accepted at all."""
         return "HS256" in self.jwt_algorithms
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        """What the HTTP protocol enforces (``http_limits``)."""
+        from todo_server.http_limits import ConnectionLimits
+
+        return ConnectionLimits(
+            max_head_bytes=self.max_request_head_bytes,
+            head_timeout=self.head_timeout,
+            body_timeout=self.body_timeout,
+            max_connections=self.max_connections,
+        )
 
     @property
     def is_production(self) -> bool:
@@ -318,6 +344,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         host=_get(env, "HOST") or "127.0.0.1",
         port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
         workers=_int(env, "WORKERS", 1, minimum=1, maximum=64),
+        max_request_head_bytes=_int(
+            env, "MAX_REQUEST_HEAD_BYTES", 16 * 1024, minimum=1024, maximum=1024 * 1024
+        ),
+        head_timeout=_seconds(env, "HEAD_TIMEOUT", 10.0, allow_zero=False, maximum=3600),
+        body_timeout=_seconds(env, "BODY_TIMEOUT", 30.0, allow_zero=False, maximum=3600),
+        max_connections=_int(env, "MAX_CONNECTIONS", 1000, minimum=1),
+        shutdown_timeout=_seconds(env, "SHUTDOWN_TIMEOUT", 10.0, allow_zero=True, maximum=3600),
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),

@@ -14,12 +14,14 @@ turn them into responses. The hierarchy::
     ├── NotFound              404 not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 conflict
+    ├── RequestTimeout        408 request_timeout        (written by http_limits)
     ├── SyncTokenExpired      410 sync_token_expired
     ├── PreconditionFailed    412 precondition_failed
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
     ├── ValidationFailed      422 validation_error
     ├── RateLimited           429 rate_limited
+    ├── HeadTooLarge          431 request_header_fields_too_large  (http_limits)
     └── ServiceUnavailable    503 service_unavailable
         └── DatabaseTimeout   503 database_timeout
 
@@ -94,6 +96,19 @@ class MethodNotAllowed(ApiError):
 
 class Conflict(ApiError):
     status, code, default_message = 409, "conflict", "Conflict"
+
+
+class RequestTimeout(ApiError):
+    """A request head or body arrived too slowly (written by ``http_limits``)."""
+
+    status, code, default_message = 408, "request_timeout", "The request took too long to arrive"
+
+
+class HeadTooLarge(ApiError):
+    """A request line and headers over MAX_REQUEST_HEAD_BYTES (written by ``http_limits``)."""
+
+    status, code = 431, "request_header_fields_too_large"
+    default_message = "Request line and headers too large"
 
 
 class SyncTokenExpired(ApiError):

@@ -11,6 +11,7 @@ import secrets
 import time
 from contextvars import ContextVar
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_server.errors import PayloadTooLarge, api_error_response, error_response
@@ -111,6 +112,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left, or http_limits ended a stalled body: nobody to answer.
+            status = 499
+            access_logger.info("client disconnected before the request was read")
         except Exception as exc:
             error_logger.error(
                 "unhandled %s on %s %s",

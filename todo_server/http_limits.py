@@ -1,0 +1,202 @@
+"""Limits uvicorn's HTTP protocol lacks: head size, head and body read timeouts, connections.
+
+uvicorn's httptools protocol buffers a request head of any size (a 256 MiB
+header: 650 MB of memory, and its worker stalled meanwhile) and waits for ever
+on a client that sends nothing, or drips its head or body a byte at a time.
+``LimitedHttpToolsProtocol`` is that protocol with four limits, each answered
+in the API's one JSON error shape and followed by closing the connection:
+
+- a request line plus headers over ``MAX_REQUEST_HEAD_BYTES``: 431, checked
+  before the bytes reach the parser, so the cost is bounded by the limit;
+- a head not complete within ``HEAD_TIMEOUT`` seconds of its first byte (or of
+  the connection opening): 408 (a connection that sent nothing is just closed);
+- a body that stalls for ``BODY_TIMEOUT`` seconds between two chunks: 408;
+- beyond ``MAX_CONNECTIONS`` open connections in this worker: 503.
+
+Idle keep-alive connections are closed by uvicorn's own keep-alive timeout, and
+``SHUTDOWN_TIMEOUT`` bounds a graceful shutdown (uvicorn's
+``timeout_graceful_shutdown``). The limits are read from the settings once per
+process, so each worker started by uvicorn finds them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from todo_server.errors import ApiError, HeadTooLarge, RequestTimeout, ServiceUnavailable
+
+HEAD_END = b"\r\n\r\n"
+
+REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = 16 * 1024
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+
+
+def error_bytes(error: ApiError) -> bytes:
+    """A whole HTTP response in the API's error shape, closing the connection."""
+    body = json.dumps(
+        {"code": error.code, "message": error.message, "details": None, "request_id": None},
+        separators=(",", ":"),
+    ).encode()
+    head = [
+        b"HTTP/1.1 %d %s" % (error.status, REASONS[error.status]),
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+        b"cache-control: no-store",
+        b"x-content-type-options: nosniff",
+    ]
+    for name, value in error.headers.items():  # Retry-After on 503
+        head.append(f"{name.lower()}: {value}".encode("latin-1"))
+    return b"\r\n".join(head) + HEAD_END + body
+
+
+HEAD_TOO_LARGE = "Request line and headers must be at most {} bytes"
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits in this module's docstring."""
+
+    #: Set once per process from the settings (``limits()``).
+    _limits: ClassVar[ConnectionLimits | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = self.process_limits()
+        self._in_head = True  # the next bytes belong to a request head
+        self._awaiting_body = False  # headers done, body not complete yet
+        self._head_bytes = 0
+        self._tail = b""  # the last bytes seen, for a head end split across reads
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def process_limits(cls) -> ConnectionLimits:
+        if cls._limits is None:
+            from todo_server.config import load_settings
+
+            settings = load_settings()
+            cls._limits = settings.connection_limits
+        return cls._limits
+
+    # --- connection ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(ServiceUnavailable("Too many open connections; try again shortly"))
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            room = self.limits.max_head_bytes - self._head_bytes
+            if len(data) > room:
+                # Over the limit unless the head ends within it.
+                seen = self._tail + data
+                end = seen.find(HEAD_END)
+                if end < 0 or end + len(HEAD_END) - len(self._tail) > room:
+                    self._refuse(HeadTooLarge(HEAD_TOO_LARGE.format(self.limits.max_head_bytes)))
+                    return
+            self._head_bytes += len(data)
+            self._tail = (self._tail + data)[-(len(HEAD_END) - 1) :]
+        elif self._body_timer is not None:  # a body chunk: the stall clock starts again
+            self._arm_body_timer()
+        super().data_received(data)
+        # Timers only for what is still incomplete after this read: a request
+        # that arrives whole (the usual case) costs no timer at all.
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            if self._head_bytes and self._head_timer is None:
+                self._arm_head_timer()
+        elif self._awaiting_body and self._body_timer is None:
+            self._arm_body_timer()
+
+    # --- parser callbacks ------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._awaiting_body = True
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._awaiting_body = False
+        self._cancel_body_timer()
+        # Whatever follows is the next request's head.
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
+        super().on_message_complete()
+
+    # --- timers -------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_bytes == 0:  # never said anything: nobody to answer
+            self.transport.close()
+            return
+        self._refuse(RequestTimeout("The request head took too long to arrive"))
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # too late for a status: just end it
+            return
+        self._refuse(RequestTimeout("The request body stalled; send it without pauses"))
+
+    def _refuse(self, error: ApiError) -> None:
+        """Answer ``error`` in the error shape and close; the app sees a disconnect."""
+        self._cancel_timers()
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app must not answer on this connection any more.
+            self.cycle.response_started = True
+            self.cycle.response_complete = True
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.write(error_bytes(error))
+        self.transport.close()
