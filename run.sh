@@ -255,29 +255,29 @@ vendor_docs() {
   say "vendored swagger-ui-dist $SWAGGER_UI_VERSION and redoc $REDOC_VERSION into $target"
 }
 
+# What serve needs: .venv, the private PostgreSQL (without DATABASE_URL), the secret,
+# migrations; under the set-up lock, which the caller releases.
+prepare_to_serve() {
+  load_dotenv
+  take_setup_lock
+  ensure_venv ""
+  ensure_database
+  ensure_secret
+  "$VENV/bin/todo-server" migrate
+}
+
 command=${1:-serve}
 [ $# -gt 0 ] && shift
 
 case "$command" in
   serve)
-    load_dotenv
-    take_setup_lock
-    ensure_venv ""
-    ensure_database
-    ensure_secret
-    "$VENV/bin/todo-server" migrate
+    prepare_to_serve
     release_setup_lock
     run_child "$VENV/bin/todo-server" serve
     ;;
   setup)
-    # Everything `serve` prepares (.venv, the private PostgreSQL, the secret,
-    # migrations), then stop; the private PostgreSQL is stopped again on exit.
-    load_dotenv
-    take_setup_lock
-    ensure_venv ""
-    ensure_database
-    ensure_secret
-    "$VENV/bin/todo-server" migrate
+    # Everything `serve` prepares, then stop; the private PostgreSQL is stopped again on exit.
+    prepare_to_serve
     ;;
   migrate)
     load_dotenv
