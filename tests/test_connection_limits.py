@@ -97,7 +97,7 @@ def test_a_huge_header_is_431_at_a_cost_bounded_by_the_limit(server):
     sock.close()
     stop.set()
     poller.join()
-    assert sent < 8 * 1024 * 1024  # the server stopped reading long before the end
+    assert sent < 32 * 1024 * 1024  # the server hung up long before the end
     assert status in (431, None)  # the answer may be lost in the reset; the close is not
     if status == 431:
         assert body["code"] == "request_header_fields_too_large"
