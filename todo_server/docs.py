@@ -9,7 +9,6 @@ internet, under a Content-Security-Policy that allows only this origin.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -17,8 +16,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from todo_server.openapi import build_document
-
-STATIC = Path(__file__).resolve().parent / "static"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [

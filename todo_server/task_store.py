@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
 
 from todo_server.cursors import Cursor
-from todo_server.errors import SyncTokenExpired
 
 #: A task's public fields, in the order the tasks_render_body trigger renders them.
 TASK_FIELDS = (
@@ -40,10 +38,6 @@ TASK_FIELDS = (
 # A task as the client sees it: rendered by the tasks_render_body trigger
 # (sql/0004) whenever the row is written, and read back as is.
 TASK_JSON = "t.body"
-
-TOMBSTONE_JSON = """json_build_object(
-    'id', t.id, 'deleted', true, 'updated_at', task_timestamp_json(t.updated_at)
-)::text"""
 
 IF_MATCH = "(%(if_match)s::int[] IS NULL OR t.version = ANY(%(if_match)s::int[]))"
 
@@ -157,35 +151,6 @@ SELECT coalesce(string_agg(body, ',' ORDER BY position)
 FROM ({inner}) AS page
 """
 
-# Changes in the order their transactions got ids, from a floor (a sync token's
-# snapshot xmin) and/or an updated_at, deleted tasks as tombstones. The page also
-# reports this statement's snapshot xmin: the floor for the client's next sync
-# (sql/0006 says why that never skips a change).
-SYNC_TASKS_SQL = f"""
-SELECT coalesce(string_agg(body, ',' ORDER BY position)
-                FILTER (WHERE position <= %(limit)s), '') AS bodies,
-       count(*)::int AS fetched,
-       (array_agg(change_xid ORDER BY position))[%(limit)s] AS last_value,
-       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
-       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
-       (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid
-FROM (
-    SELECT t.id::text AS id, t.change_xid,
-           CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
-           row_number() OVER (ORDER BY t.change_xid, t.id) AS position
-    FROM tasks AS t
-    WHERE t.user_id = %(user_id)s
-      AND t.change_xid >= %(floor)s
-      AND (%(since)s::timestamptz IS NULL OR t.updated_at > %(since)s::timestamptz)
-      AND (t.change_xid, t.id) > (%(after_xid)s, %(after_id)s::uuid)
-    ORDER BY t.change_xid, t.id
-    LIMIT %(fetch)s
-) AS page
-"""
-
-#: Sorts before every real task id, for the first page of a sync.
-NO_TASK_ID = "00000000-0000-0000-0000-000000000000"
-
 
 class QuotaExceeded(Exception):
     """The user already has the most live tasks allowed."""
@@ -205,14 +170,6 @@ class Page:
     bodies: str  # the tasks' JSON objects, comma-separated
     count: int
     next_cursor: Cursor | None
-
-
-@dataclass(frozen=True)
-class SyncPage(Page):
-    #: Where the client's next sync starts once it has every page of this one.
-    next_floor: int = 0
-    #: The last row's (transaction id, task id) when another page follows.
-    last: tuple[int, str] | None = None
 
 
 def _row(row: dict[str, Any] | None) -> TaskRow | None:
@@ -451,46 +408,3 @@ async def list_tasks(
 ) -> Page:
     query, params = build_list_query(sort, filters, after)
     return await _page(conn, query, {"user_id": user_id, **params}, sort, limit)
-
-
-async def sync_tasks(
-    conn: AsyncConnection,
-    user_id: str,
-    *,
-    floor: int | None,
-    since: datetime | None,
-    after: tuple[int, int, str] | None,
-    limit: int,
-) -> SyncPage:
-    """Every task written since ``floor`` (a sync token's) and/or ``since``, in write order.
-
-    ``after`` is (first page's floor, last transaction id, last task id) from
-    the previous page. A sync that takes several pages keeps the first page's
-    snapshot xmin as the floor for the next sync: a change that committed
-    behind the keyset while the client paged is picked up by that next sync.
-    """
-    next_floor: int | None = None
-    after_xid, after_id = -1, NO_TASK_ID
-    if after is not None:
-        next_floor, after_xid, after_id = after
-    cursor = await conn.execute(
-        SYNC_TASKS_SQL,
-        {
-            "user_id": user_id,
-            "floor": floor or 0,
-            "since": since,
-            "after_xid": after_xid,
-            "after_id": after_id,
-            "limit": limit,
-            "fetch": limit + 1,
-        },
-    )
-    row = await cursor.fetchone()
-    assert row is not None  # an aggregate always returns one row
-    if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
-        raise SyncTokenExpired()  # a tombstone it has not seen may be purged
-    if next_floor is None:
-        next_floor = row["snapshot_xmin"]
-    more = row["fetched"] > limit
-    last = (row["last_value"], row["last_id"]) if more else None
-    return SyncPage(row["bodies"], min(row["fetched"], limit), None, next_floor, last)

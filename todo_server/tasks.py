@@ -12,26 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from todo_server import idempotency, task_store
+from todo_server import idempotency, task_store, task_sync
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import (
     CursorCodec,
-    decode_changes_cursor,
-    decode_sync_token,
-    encode_changes_cursor,
-    encode_sync_token,
 )
 from todo_server.db import retry_conflicts
 from todo_server.errors import (
@@ -40,10 +33,10 @@ from todo_server.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from todo_server.task_input import ListQuery, is_task_id, parse_list_query, parse_task_fields
+from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
-from todo_server.user_slots import UserSlots
+from todo_server.user_slots import connection_for
 
 logger = logging.getLogger("todo_server.tasks")
 
@@ -102,15 +95,6 @@ def location_base(request: Request) -> str:
     return quote(request.scope["path"].rstrip("/"), safe="/")
 
 
-@asynccontextmanager
-async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection, taken within the user's share of the pool (``user_slots``)."""
-    slots: UserSlots = request.state.user_slots
-    pool: AsyncConnectionPool = request.state.pool
-    async with slots.slot(user_id), pool.connection() as conn:
-        yield conn
-
-
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -150,7 +134,7 @@ async def list_tasks(request: Request) -> Response:
     codec: CursorCodec = request.state.cursors
     query = parse_list_query(request.query_params)
     if query.syncing:
-        return await sync_tasks(request, user_id, query)
+        return await task_sync.list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     async with connection_for(request, user_id) as conn:
         try:
@@ -170,25 +154,6 @@ async def list_tasks(request: Request) -> Response:
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
-    )
-    return Response(body, media_type="application/json")
-
-
-async def sync_tasks(request: Request, user_id: str, query: ListQuery) -> Response:
-    """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
-    codec: CursorCodec = request.state.cursors
-    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
-    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
-    async with connection_for(request, user_id) as conn:
-        page = await task_store.sync_tasks(
-            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
-        )
-    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
-    body = (
-        '{"tasks":['
-        + page.bodies
-        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
-        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
     )
     return Response(body, media_type="application/json")
 

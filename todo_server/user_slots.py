@@ -16,6 +16,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
 from todo_server.errors import RateLimited
 
 RETRY_AFTER_SECONDS = 1
@@ -61,3 +65,12 @@ class UserSlots:
     def busy_users(self) -> int:
         """How many users hold or wait for a slot now (for tests and diagnostics)."""
         return len(self._users)
+
+
+@asynccontextmanager
+async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection, taken within the user's share of the pool."""
+    slots: UserSlots = request.state.user_slots
+    pool: AsyncConnectionPool = request.state.pool
+    async with slots.slot(user_id), pool.connection() as conn:
+        yield conn

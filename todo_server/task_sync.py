@@ -1,0 +1,138 @@
+"""Incremental sync: every task written since a sync token, in the order of commits.
+
+``GET .../tasks?sync_token=...`` (or ``updated_since=...`` to start) returns the
+user's changed tasks, deleted ones as tombstones, and the token for next time.
+
+Each row records the transaction that last wrote it (``change_xid``, sql/0006).
+A token holds the xmin of the snapshot its sync read with: every transaction
+below it had finished, so every change the client has not seen has a
+transaction id at or above it, and the next sync asks for exactly those. A
+change may come twice; none is ever skipped, even one whose transaction waited
+on a lock and committed after later ones. A token from before a purge of the
+user's tombstones is refused (410): the client starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from todo_server.cursors import (
+    CursorCodec,
+    decode_changes_cursor,
+    decode_sync_token,
+    encode_changes_cursor,
+    encode_sync_token,
+)
+from todo_server.errors import SyncTokenExpired
+from todo_server.task_input import ListQuery
+from todo_server.task_store import TASK_JSON, Page
+from todo_server.user_slots import connection_for
+
+TOMBSTONE_JSON = """json_build_object(
+    'id', t.id, 'deleted', true, 'updated_at', task_timestamp_json(t.updated_at)
+)::text"""
+
+# Changes in the order their transactions got ids, from a floor (a sync token's
+# snapshot xmin) and/or an updated_at, deleted tasks as tombstones. The page also
+# reports this statement's snapshot xmin: the floor for the client's next sync
+# (sql/0006 says why that never skips a change).
+SYNC_TASKS_SQL = f"""
+SELECT coalesce(string_agg(body, ',' ORDER BY position)
+                FILTER (WHERE position <= %(limit)s), '') AS bodies,
+       count(*)::int AS fetched,
+       (array_agg(change_xid ORDER BY position))[%(limit)s] AS last_value,
+       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
+       (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid
+FROM (
+    SELECT t.id::text AS id, t.change_xid,
+           CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
+           row_number() OVER (ORDER BY t.change_xid, t.id) AS position
+    FROM tasks AS t
+    WHERE t.user_id = %(user_id)s
+      AND t.change_xid >= %(floor)s
+      AND (%(since)s::timestamptz IS NULL OR t.updated_at > %(since)s::timestamptz)
+      AND (t.change_xid, t.id) > (%(after_xid)s, %(after_id)s::uuid)
+    ORDER BY t.change_xid, t.id
+    LIMIT %(fetch)s
+) AS page
+"""
+
+#: Sorts before every real task id, for the first page of a sync.
+NO_TASK_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class SyncPage(Page):
+    #: Where the client's next sync starts once it has every page of this one.
+    next_floor: int = 0
+    #: The last row's (transaction id, task id) when another page follows.
+    last: tuple[int, str] | None = None
+
+
+async def read_changes(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    floor: int | None,
+    since: datetime | None,
+    after: tuple[int, int, str] | None,
+    limit: int,
+) -> SyncPage:
+    """Every task written since ``floor`` (a sync token's) and/or ``since``, in write order.
+
+    ``after`` is (first page's floor, last transaction id, last task id) from
+    the previous page. A sync that takes several pages keeps the first page's
+    snapshot xmin as the floor for the next sync: a change that committed
+    behind the keyset while the client paged is picked up by that next sync.
+    """
+    next_floor: int | None = None
+    after_xid, after_id = -1, NO_TASK_ID
+    if after is not None:
+        next_floor, after_xid, after_id = after
+    cursor = await conn.execute(
+        SYNC_TASKS_SQL,
+        {
+            "user_id": user_id,
+            "floor": floor or 0,
+            "since": since,
+            "after_xid": after_xid,
+            "after_id": after_id,
+            "limit": limit,
+            "fetch": limit + 1,
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate always returns one row
+    if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
+        raise SyncTokenExpired()  # a tombstone it has not seen may be purged
+    if next_floor is None:
+        next_floor = row["snapshot_xmin"]
+    more = row["fetched"] > limit
+    last = (row["last_value"], row["last_id"]) if more else None
+    return SyncPage(row["bodies"], min(row["fetched"], limit), None, next_floor, last)
+
+
+async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:
+    """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
+    codec: CursorCodec = request.state.cursors
+    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
+    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
+    async with connection_for(request, user_id) as conn:
+        page = await read_changes(
+            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
+        )
+    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
+    body = (
+        '{"tasks":['
+        + page.bodies
+        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
+        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
+    )
+    return Response(body, media_type="application/json")
