@@ -170,7 +170,19 @@ start_local_postgres() {
     "SELECT 1 FROM pg_database WHERE datname = 'todo'")" ]; then
     as_pg "$PG_BIN/createdb" -h "$socket_dir" -U postgres -E UTF8 -T template0 todo
   fi
-  export DATABASE_URL="postgresql://postgres@/todo?host=$socket_dir"
+  # Two roles, as in production (README: Roles): postgres owns the schema and
+  # migrates; the service connects as todo_app, with its timeouts on the role.
+  if [ -z "$(as_pg "$PG_BIN/psql" -h "$socket_dir" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_roles WHERE rolname = 'todo_app'")" ]; then
+    as_pg "$PG_BIN/psql" -q -h "$socket_dir" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
+CREATE ROLE todo_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+ALTER ROLE todo_app SET statement_timeout = '5s';
+ALTER ROLE todo_app SET lock_timeout = '5s';
+ALTER ROLE todo_app SET idle_in_transaction_session_timeout = '60s';
+SQL
+  fi
+  export DATABASE_URL="postgresql://todo_app@/todo?host=$socket_dir"
+  export MIGRATION_DATABASE_URL="postgresql://postgres@/todo?host=$socket_dir"
 }
 
 ensure_database() {

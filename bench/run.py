@@ -36,7 +36,12 @@ import jwt  # noqa: E402
 import psycopg  # noqa: E402
 
 from tests.liveserver import free_port  # noqa: E402
-from tests.pgcluster import DURABLE_SETTINGS, PostgresCluster  # noqa: E402
+from tests.pgcluster import (  # noqa: E402
+    DURABLE_SETTINGS,
+    PostgresCluster,
+    as_role,
+    ensure_runtime_role,
+)
 from todo_server import migrate, task_store  # noqa: E402
 
 SECRET = "bench-secret-" + "b" * 40
@@ -393,6 +398,7 @@ def main() -> int:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         url = cluster.url("bench")
+        ensure_runtime_role(cluster.url())  # the service connects as it, as in production
         log(f"seeding {args.users} users x {args.tasks} tasks")
         first_tasks = seed(url, args.users, args.tasks)
         data = work / "data.lua"
@@ -400,7 +406,7 @@ def main() -> int:
 
         for workers in workers_list:
             log(f"starting the service and the bare app with {workers} worker(s)")
-            env = service_env(url, workers)
+            env = service_env(as_role(url), workers)
             service = Server(
                 "service",
                 [sys.executable, "-m", "todo_server", "serve"],

@@ -3,6 +3,13 @@
 ``TEST_DATABASE_URL`` points the tests at an existing server (they create and
 drop their own databases on it); otherwise an ephemeral cluster is started.
 Each test that uses the app starts from empty tables.
+
+As in production, two roles: the server's admin user (a superuser here) owns
+the schema and runs migrations, and the service connects as the runtime role
+``todo_app`` (no DDL, no ownership, row-level security applies), created once
+per server with the role-level timeouts the README asks ops to set. The
+``db`` fixture and the URLs tests use directly are the admin's, so they see
+every row.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from tests.pgcluster import PostgresCluster
+from tests.pgcluster import PostgresCluster, as_role, ensure_runtime_role
 from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import Settings, load_settings
@@ -61,6 +68,7 @@ class DatabaseServer:
 def pg_server() -> Iterator[DatabaseServer]:
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
+        ensure_runtime_role(given)
         server = DatabaseServer(admin_url=given)
         yield server
         server.drop_all()
@@ -68,6 +76,7 @@ def pg_server() -> Iterator[DatabaseServer]:
     cluster = PostgresCluster()
     try:
         cluster.start()
+        ensure_runtime_role(cluster.url())
         yield DatabaseServer(admin_url=cluster.url())
     finally:
         cluster.remove()
@@ -103,9 +112,11 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
 
 
 def settings_env(database_url: str, **overrides: str) -> dict[str, str]:
-    """A complete environment for ``load_settings``."""
+    """A complete environment for ``load_settings``: the service as the runtime role,
+    migrations as the admin who owns the schema."""
     env = {
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": as_role(database_url),
+        "MIGRATION_DATABASE_URL": database_url,
         "BETTER_AUTH_SECRET": TEST_SECRET,
         "DB_POOL_MIN": "1",
         "DB_POOL_MAX": "4",

@@ -21,7 +21,7 @@ import psycopg
 from tests.liveserver import free_port
 from tests.pgcluster import _chown_tree, _run_as, scratch_root, server_user
 
-USERS = ("postgres", "todo_pgbouncer")
+USERS = ("postgres", "todo_pgbouncer", "todo_app")
 
 
 def find_pgbouncer() -> str:

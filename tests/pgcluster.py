@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -208,3 +209,29 @@ class PostgresCluster:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+RUNTIME_ROLE = "todo_app"
+
+#: What the README's role set-up gives the runtime role (checked by the service).
+RUNTIME_ROLE_SETUP = [
+    f"CREATE ROLE {RUNTIME_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
+    f"ALTER ROLE {RUNTIME_ROLE} SET statement_timeout = '5s'",
+    f"ALTER ROLE {RUNTIME_ROLE} SET lock_timeout = '5s'",
+    f"ALTER ROLE {RUNTIME_ROLE} SET idle_in_transaction_session_timeout = '60s'",
+]
+
+
+def ensure_runtime_role(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RUNTIME_ROLE,))
+        if exists.fetchone() is None:
+            for statement in RUNTIME_ROLE_SETUP:
+                conn.execute(statement)
+
+
+def as_role(url: str, role: str = RUNTIME_ROLE) -> str:
+    """``url`` with ``role`` as its user (trust authentication on the test server)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))

@@ -52,7 +52,9 @@ def test_the_image_migrates_serves_and_stops_on_sigterm(bouncer, pg_server):  # 
         "--network=host",
         "--read-only",
         "--cap-drop=all",
-        "-e", f"DATABASE_URL={bouncer.url(database, user=ROLE)}",
+        # The service as the runtime role, migrations as the schema owner.
+        "-e", f"DATABASE_URL={bouncer.url(database, user='todo_app')}",
+        "-e", f"MIGRATION_DATABASE_URL={bouncer.url(database, user=ROLE)}",
         "-e", "DB_PGBOUNCER=transaction",
         "-e", f"BETTER_AUTH_SECRET={TEST_SECRET}",
         "-e", "ALLOWED_ORIGINS=https://app.example.com",

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import settings_env
-from tests.pgcluster import PostgresCluster
+from tests.pgcluster import PostgresCluster, ensure_runtime_role
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
 from todo_server.app import create_app
@@ -27,6 +27,7 @@ AUTH = bearer(frontend_token("recovery-user"))
 def cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster()
     cluster.start()
+    ensure_runtime_role(cluster.url())
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         migrate.apply(conn)
     try:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, read_json_object
 from todo_server.config import Settings
+from todo_server.db import acting_as
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
     LOGIN,
@@ -43,10 +44,10 @@ ON CONFLICT (lower(email)) WHERE password_hash IS NOT NULL DO NOTHING
 RETURNING id, email, name, created_at
 """
 
+# Before login there is no user to act as: a narrow SECURITY DEFINER function
+# (sql/0009) finds the one local account for an email, and nothing else.
 FIND_LOCAL_USER_BY_EMAIL_SQL = """
-SELECT id, email, name, created_at, password_hash
-FROM users
-WHERE lower(email) = %(email)s AND password_hash IS NOT NULL
+SELECT id, email, name, created_at, password_hash FROM todo_local_account(%(email)s)
 """
 
 FIND_LOCAL_USER_BY_ID_SQL = """
@@ -186,10 +187,11 @@ async def register(request: Request) -> JSONResponse:
             headers={"Retry-After": str(reservation.retry_after)},
         )
     password_hash = await hash_password_async(password, REGISTRATION)
-    async with pool.connection() as conn:
+    user_id = str(uuid.uuid4())
+    async with pool.connection() as conn, acting_as(conn, user_id):
         cursor = await conn.execute(
             INSERT_LOCAL_USER_SQL,
-            {"id": str(uuid.uuid4()), "email": email, "name": name, "password_hash": password_hash},
+            {"id": user_id, "email": email, "name": name, "password_hash": password_hash},
         )
         row = await cursor.fetchone()
     if row is None:
@@ -230,16 +232,17 @@ async def login(request: Request) -> JSONResponse:
     async with pool.connection() as conn:
         await throttle.release_login(conn, email, reservation)
         if upgraded is not None:
-            await conn.execute(
-                UPDATE_PASSWORD_HASH_SQL, {"id": user["id"], "password_hash": upgraded}
-            )
+            async with acting_as(conn, user["id"]):
+                await conn.execute(
+                    UPDATE_PASSWORD_HASH_SQL, {"id": user["id"], "password_hash": upgraded}
+                )
     return JSONResponse(token_json(settings, user))
 
 
 async def me(request: Request) -> JSONResponse:
     user: AuthUser = request.state.user
     pool: AsyncConnectionPool = request.state.pool
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, acting_as(conn, user.id):
         cursor = await conn.execute(FIND_LOCAL_USER_BY_ID_SQL, {"id": user.id})
         row = await cursor.fetchone()
     if row is not None:

@@ -77,7 +77,9 @@ def run_migrate(action: str, as_json: bool) -> int:
     settings = load_migration_settings()
     with psycopg.connect(settings.url, autocommit=True, connect_timeout=10) as conn:
         if action == "up":
-            applied = migrate.apply(conn, lock_timeout=settings.lock_timeout)
+            applied = migrate.apply(
+                conn, lock_timeout=settings.lock_timeout, runtime_role=settings.runtime_role
+            )
             for migration in applied:
                 print(f"applied {migration.path.name}")
             if not applied:
@@ -90,7 +92,8 @@ def run_migrate(action: str, as_json: bool) -> int:
         if drift:
             return _report_drift(drift)
         by_version = {m.version: m for m in migrate.discover()}
-        print(migrate.script([by_version[line.version] for line in waiting]), end="")
+        pending = [by_version[line.version] for line in waiting]
+        print(migrate.script(pending, settings.runtime_role), end="")
         return EXIT_OK
     if action == "verify":
         if drift:

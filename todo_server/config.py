@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,6 +57,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "MIGRATION_LOCK_TIMEOUT": (
         "60",
         "Seconds `migrate` waits for another run's lock before giving up (exit 1)",
+    ),
+    "DB_RUNTIME_ROLE": (
+        "todo_app",
+        "Role the service connects as; migrations grant it what it needs (README: Roles)",
     ),
     "BETTER_AUTH_SECRET": ("(required)", "Shared HS256 secret, at least 32 characters"),
     "ALLOWED_ORIGINS": ("http://localhost:3000", "Comma-separated CORS origins"),
@@ -109,6 +114,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
 }
+
+
+#: Role names the migrations may grant to without quoting troubles.
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class ConfigError(ValueError):
@@ -285,6 +294,7 @@ class MigrationSettings:
 
     url: str = field(repr=False)
     lock_timeout: float = 60.0
+    runtime_role: str = "todo_app"
 
     @property
     def display_url(self) -> str:
@@ -303,7 +313,17 @@ def load_migration_settings(environ: Mapping[str, str] | None = None) -> Migrati
     return MigrationSettings(
         url=url,
         lock_timeout=_seconds(env, "MIGRATION_LOCK_TIMEOUT", 60.0, allow_zero=False),
+        runtime_role=_role_name(env),
     )
+
+
+def _role_name(env: Mapping[str, str]) -> str:
+    text = _get(env, "DB_RUNTIME_ROLE") or "todo_app"
+    if not ROLE_NAME.fullmatch(text):
+        raise ConfigError(
+            "DB_RUNTIME_ROLE", "must be a plain role name: lowercase letters, digits and _"
+        )
+    return text
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

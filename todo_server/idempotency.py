@@ -22,18 +22,9 @@ MAX_KEY_LENGTH = 255
 KEY_LIFETIME = "24 hours"
 KEY_LIFETIME_SECONDS = 24 * 3600  # the same, for the purge
 
-# Also clears a few expired keys of anyone's, skipping rows others hold.
+# An expired key of the same name is taken over; other expired keys are the
+# purge's (todo_server/purge.py): the runtime role may not delete them.
 CLAIM_KEY_SQL = f"""
-WITH expired AS (
-    DELETE FROM idempotency_keys
-    WHERE ctid IN (
-        SELECT ctid FROM idempotency_keys
-        WHERE created_at < now() - interval '{KEY_LIFETIME}'
-          AND NOT (user_id = %(user_id)s AND key = %(key)s)
-        LIMIT 100
-        FOR UPDATE SKIP LOCKED
-    )
-)
 INSERT INTO idempotency_keys AS k (user_id, key, request_hash)
 VALUES (%(user_id)s, %(key)s, %(request_hash)s)
 ON CONFLICT (user_id, key) DO UPDATE

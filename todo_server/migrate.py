@@ -44,6 +44,9 @@ from todo_server.sql_scan import transaction_control
 #: The migrations the package carries (a wheel's copies, or a checkout's sql/).
 DEFAULT_DIRECTORY = Path(str(importlib.resources.files("todo_server") / "migrations"))
 
+#: The role the service connects as, which migrations grant to (DB_RUNTIME_ROLE).
+DEFAULT_RUNTIME_ROLE = "todo_app"
+
 #: Seconds a runner waits for another runner's lock before giving up.
 LOCK_TIMEOUT_SECONDS = 60.0
 
@@ -233,6 +236,7 @@ def apply(
     directory: Path = DEFAULT_DIRECTORY,
     *,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+    runtime_role: str = DEFAULT_RUNTIME_ROLE,
 ) -> list[Migration]:
     """Apply every pending file, each in its own locked transaction; returns what was applied.
 
@@ -241,7 +245,7 @@ def apply(
     if not conn.autocommit:
         raise MigrationError("the migration connection must be in autocommit mode")
     migrations = discover(directory)
-    with _locked(conn, lock_timeout):
+    with _locked(conn, lock_timeout, runtime_role):
         conn.execute(CREATE_BOOKKEEPING_SQL)
         todo = pending(migrations, read_applied(conn))
     for migration in todo:
@@ -249,7 +253,7 @@ def apply(
     applied = []
     for migration in todo:
         try:
-            with _locked(conn, lock_timeout):
+            with _locked(conn, lock_timeout, runtime_role):
                 # Under the lock, the history is the truth: another runner may
                 # have applied this file since we looked.
                 if migration not in pending(migrations, read_applied(conn)):
@@ -279,9 +283,14 @@ def apply(
 
 
 @contextmanager
-def _locked(conn: psycopg.Connection, lock_timeout: float) -> Iterator[None]:
-    """A transaction holding the runners' advisory lock (waiting at most ``lock_timeout``)."""
+def _locked(conn: psycopg.Connection, lock_timeout: float, runtime_role: str) -> Iterator[None]:
+    """A transaction holding the runners' advisory lock (waiting at most ``lock_timeout``).
+
+    The files see the runtime role's name as the setting ``todo.runtime_role``,
+    for their grants.
+    """
     with conn.transaction():
+        conn.execute("SELECT set_config('todo.runtime_role', %s, true)", (runtime_role,))
         conn.execute(
             "SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",)
         )
@@ -313,7 +322,7 @@ def _lock_holder(conn: psycopg.Connection) -> str:
     )
 
 
-def script(migrations: list[Migration]) -> str:
+def script(migrations: list[Migration], runtime_role: str = DEFAULT_RUNTIME_ROLE) -> str:
     """The pending ``migrations`` as one SQL script, with their bookkeeping rows.
 
     For a DBA to review and run with ``psql -v ON_ERROR_STOP=1 -1 -f -``: one
@@ -326,6 +335,8 @@ def script(migrations: list[Migration]) -> str:
         "-- todo-server migrations; apply with: psql -v ON_ERROR_STOP=1 -1 -f <this file>",
         CREATE_BOOKKEEPING_SQL.strip() + ";",
         f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY});",
+        # A plain name (config checks it), so quoting it as a literal is enough.
+        f"SELECT set_config('todo.runtime_role', '{runtime_role}', true);",
     ]
     for migration in migrations:
         checksum = migration.checksum

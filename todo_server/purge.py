@@ -35,48 +35,17 @@ PURGE_LOCK_KEY = 7_310_585_176_420_210_202
 
 TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
 
-# The oldest deletions first; their users' counters give the slots back, and
-# their purge horizon moves past the newest purged change (see sync tokens).
-PURGE_TASKS_SQL = """
-WITH doomed AS (
-    SELECT id FROM tasks
-    WHERE deleted_at < %(before)s
-    ORDER BY deleted_at
-    LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM tasks AS t USING doomed WHERE t.id = doomed.id
-    RETURNING t.user_id, t.change_xid
-), per_user AS (
-    SELECT user_id, count(*)::int AS purged, max(change_xid) AS newest FROM gone GROUP BY user_id
-), counted AS (
-    UPDATE users AS u
-    SET deleted_tasks = u.deleted_tasks - per_user.purged,
-        purged_xid = greatest(u.purged_xid, per_user.newest)
-    FROM per_user
-    WHERE u.id = per_user.user_id
-)
-SELECT count(*)::int AS purged FROM gone
-"""
+# Deleted tasks and idempotency keys are behind row-level security: these are
+# SECURITY DEFINER functions (sql/0009) that work across users, as the owner.
+PURGE_TASKS_SQL = "SELECT todo_purge_deleted_tasks(%(before)s, %(batch)s) AS purged"
 
-PURGE_IDEMPOTENCY_KEYS_SQL = """
-WITH gone AS (
-    DELETE FROM idempotency_keys
-    WHERE ctid IN (
-        SELECT ctid FROM idempotency_keys WHERE created_at < %(before)s
-        LIMIT %(batch)s FOR UPDATE SKIP LOCKED
-    )
-    RETURNING 1
-)
-SELECT count(*)::int AS purged FROM gone
-"""
+PURGE_IDEMPOTENCY_KEYS_SQL = "SELECT todo_purge_idempotency_keys(%(before)s, %(batch)s) AS purged"
 
 PURGE_LOGIN_FAILURES_SQL = """
 WITH gone AS (
     DELETE FROM login_failures
     WHERE id IN (
-        SELECT id FROM login_failures WHERE failed_at < %(before)s
-        LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+        SELECT id FROM login_failures WHERE failed_at < %(before)s LIMIT %(batch)s
     )
     RETURNING 1
 )

@@ -20,6 +20,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from todo_server.db import acting_as
 from todo_server.errors import RateLimited
 
 RETRY_AFTER_SECONDS = 1
@@ -69,8 +70,8 @@ class UserSlots:
 
 @asynccontextmanager
 async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection, taken within the user's share of the pool."""
+    """A pooled connection, taken within the user's share of the pool, acting as the user."""
     slots: UserSlots = request.state.user_slots
     pool: AsyncConnectionPool = request.state.pool
-    async with slots.slot(user_id), pool.connection() as conn:
+    async with slots.slot(user_id), pool.connection() as conn, acting_as(conn, user_id):
         yield conn
