@@ -30,9 +30,13 @@ class SchemaGate:
     def __init__(self, directory: Path, *, current: bool) -> None:
         self.directory = directory
         self.current = current
+        self.role_checked = False
 
     async def check(self, conn: AsyncConnection) -> None:
         """A pool ``configure`` step: raise ``SchemaBehind`` while migrations are pending."""
+        if not self.role_checked:
+            self.role_checked = True
+            await warn_about_the_role(conn)
         if self.current:
             return
         waiting = await pending_on_connection(conn, self.directory)
@@ -58,3 +62,49 @@ async def pending_on_connection(conn: AsyncConnection, directory: Path) -> list[
             for row in await cursor.fetchall()
         ]
     return migrate.pending(migrate.discover(directory), applied)
+
+
+#: Role-level settings that hold on every connection, PgBouncer's included.
+ROLE_TIMEOUTS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+
+ROLE_FACTS_SQL = """
+SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
+       EXISTS (SELECT FROM pg_class AS c WHERE c.relname = 'tasks' AND c.relowner = r.oid)
+           AS owner,
+       coalesce((SELECT array_agg(split_part(setting, '=', 1))
+                 FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+                 WHERE s.setrole = r.oid
+                   AND s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                             WHERE datname = current_database()))),
+                '{}') AS settings
+FROM pg_roles AS r WHERE r.rolname = current_user
+"""
+
+
+async def warn_about_the_role(conn: AsyncConnection) -> list[str]:
+    """Say loudly when the service's role is not the least-privilege runtime role.
+
+    A superuser, a BYPASSRLS role or the tables' owner sees past row-level
+    security (README: Roles); timeouts missing on the role do not survive
+    PgBouncer. Returns the warnings, for tests.
+    """
+    cursor = await conn.execute(ROLE_FACTS_SQL)
+    facts = await cursor.fetchone()
+    if facts is None:
+        return []
+    warnings = []
+    if facts["superuser"] or facts["bypassrls"] or facts["owner"]:
+        warnings.append(
+            f"the service connects as {facts['role']!r}, a superuser, BYPASSRLS role or the"
+            " tables' owner: row-level security does not apply; connect as the runtime role"
+            " (DB_RUNTIME_ROLE, README: Roles)"
+        )
+    missing = [name for name in ROLE_TIMEOUTS if name not in facts["settings"]]
+    if missing:
+        warnings.append(
+            f"role {facts['role']!r} has no {', '.join(missing)} of its own; set them with"
+            " ALTER ROLE ... SET (README: Roles) so they hold on every connection"
+        )
+    for warning in warnings:
+        logger.warning(warning)
+    return warnings
