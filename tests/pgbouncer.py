@@ -36,7 +36,7 @@ def find_pgbouncer() -> str:
 class PgBouncer:
     """One PgBouncer process pooling in transaction mode for every database of ``server_url``."""
 
-    def __init__(self, server_url: str, pool_size: int = 8) -> None:
+    def __init__(self, server_url: str, pool_size: int = 8, query_wait_timeout: int = 5) -> None:
         socket_dir = parse_qs(urlsplit(server_url).query)["host"][0]
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="todo-pgbouncer-", dir=scratch_root()))
@@ -54,6 +54,10 @@ auth_file = {self.directory}/users.txt
 pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = 1000
+; After PostgreSQL comes back, reconnect within a second (the default waits 15 s),
+; and fail a query that waits for a server longer than the service's pool timeout.
+server_login_retry = 1
+query_wait_timeout = {query_wait_timeout}
 logfile = {self.directory}/pgbouncer.log
 pidfile = {self.directory}/pgbouncer.pid
 """
@@ -89,16 +93,24 @@ pidfile = {self.directory}/pgbouncer.pid
                     raise RuntimeError(f"pgbouncer did not answer:\n{self.log_tail()}") from None
                 time.sleep(0.02)
 
+    def restart(self) -> None:
+        """Stop and start again on the same port (clients' connections break)."""
+        self._end_process(signal.SIGTERM)  # immediate shutdown
+        self.start()
+
     def stop(self) -> None:
+        self._end_process()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _end_process(self, how: signal.Signals = signal.SIGINT) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(how)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
