@@ -12,14 +12,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg
-
 from tests.liveserver import free_port
-from tests.pgcluster import _chown_tree, _run_as, scratch_root, server_user
+from tests.pgcluster import (
+    _chown_tree,
+    _run_as,
+    scratch_root,
+    server_user,
+    wait_until_it_answers,
+)
 
 USERS = ("postgres", "todo_pgbouncer", "todo_app")
 
@@ -79,19 +82,10 @@ pidfile = {self.directory}/pgbouncer.pid
             start_new_session=True,
             **_run_as(self.user),  # type: ignore[arg-type]
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited at start-up:\n{self.log_tail()}")
-            try:
-                with psycopg.connect(
-                    self.url("postgres"), connect_timeout=1, prepare_threshold=None
-                ):
-                    return self
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"pgbouncer did not answer:\n{self.log_tail()}") from None
-                time.sleep(0.02)
+        wait_until_it_answers(
+            "pgbouncer", self.process, self.url("postgres"), timeout, self.log_tail
+        )
+        return self
 
     def restart(self) -> None:
         """Stop and start again on the same port (clients' connections break)."""

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -141,6 +142,27 @@ def ensure_template(bindir: Path) -> Path:
     return cache
 
 
+def wait_until_it_answers(
+    name: str,
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    log_tail: Callable[[], str],
+) -> None:
+    """Poll ``url`` every 5 ms until it accepts a connection; say why when it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start-up:\n{log_tail()}")
+        try:
+            with psycopg.connect(url, connect_timeout=1, prepare_threshold=None):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer:\n{log_tail()}") from None
+            time.sleep(0.005)
+
+
 class PostgresCluster:
     """One private server on a Unix socket in a temporary directory."""
 
@@ -175,17 +197,7 @@ class PostgresCluster:
                 start_new_session=True,
                 **_run_as(self.user),  # type: ignore[arg-type]
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited at start-up:\n{self.log_tail()}")
-            try:
-                with psycopg.connect(self.url(), connect_timeout=1):
-                    return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not answer:\n{self.log_tail()}") from None
-                time.sleep(0.005)
+        wait_until_it_answers("postgres", self.process, self.url(), timeout, self.log_tail)
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, disconnect clients, exit."""
