@@ -160,6 +160,7 @@ def test_three_replicas_keep_the_contract_and_survive_faults(topology):
     acknowledged: list[str] = []
     outcomes: Counter[int] = Counter()
     slow_503s: list[float] = []
+    outage_503s: list[float] = []
     missing_retry_after: list[int] = []
 
     def work(user: str) -> None:
@@ -178,6 +179,7 @@ def test_three_replicas_keep_the_contract_and_survive_faults(topology):
                     continue
                 outcomes[r.status_code] += 1
                 if r.status_code == 503:
+                    outage_503s.append(time.monotonic() - start)
                     if "retry-after" not in r.headers:
                         missing_retry_after.append(r.status_code)
                     # Behind PgBouncer a request may first wait for a pooled
@@ -234,6 +236,7 @@ def test_three_replicas_keep_the_contract_and_survive_faults(topology):
         for worker in workers:
             worker.join()
     print(f"recovery seconds: {recovery}; outcomes: {dict(outcomes)}")
+    print(f"503 latency: max {max(outage_503s, default=0):.2f} s of {len(outage_503s)}")
 
     assert 500 not in outcomes, outcomes
     assert set(outcomes) <= {-1, 200, 201, 503}, outcomes

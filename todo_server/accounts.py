@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse
 
 from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, read_json_object
 from todo_server.config import Settings
-from todo_server.db import acting_as
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
     LOGIN,
@@ -29,6 +28,7 @@ from todo_server.passwords import (
 )
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import AuthUser, is_storable_text, issue_token
+from todo_server.user_connection import acting_as
 
 logger = logging.getLogger("todo_server.accounts")
 

@@ -13,9 +13,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -25,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from todo_server.config import DatabaseSettings
+from todo_server.user_connection import UserConnection
 
 logger = logging.getLogger("todo_server.db")
 
@@ -76,45 +76,6 @@ async def keep_role_defaults(conn: psycopg.AsyncConnection, statement_timeout: s
     )
 
 
-#: Sent with every statement run for a user: row-level security's key (sql/0009).
-SET_USER_SQL = "SELECT set_config('app.user_id', %s, true)"
-
-
-class UserConnection(psycopg.AsyncConnection):
-    """A connection that runs each statement as ``acting_user`` for row-level security.
-
-    The policies (sql/0009) show a statement only the rows of the user named by
-    the transaction-local setting ``app.user_id``. While ``acting_user`` is set
-    (``user_slots.connection_for`` sets it for a request and clears it after),
-    each statement goes out in a pipeline right behind
-    ``set_config('app.user_id', ..., true)``: one round trip, and both run in one
-    transaction (an explicit one, or the implicit one up to the pipeline's sync),
-    so the setting never outlives it or reaches another request, even through
-    PgBouncer's transaction pooling. Measured: ~15 us per statement.
-    """
-
-    acting_user: str | None = None
-
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        if self.acting_user is None:
-            return await super().execute(query, params, **kwargs)
-        async with self.pipeline():
-            await super().execute(SET_USER_SQL, (self.acting_user,))
-            cursor = await super().execute(query, params, **kwargs)
-        return cursor
-
-
-@asynccontextmanager
-async def acting_as(conn: psycopg.AsyncConnection, user_id: str) -> AsyncIterator[None]:
-    """Run ``conn``'s statements in the block as ``user_id`` (see ``UserConnection``)."""
-    assert isinstance(conn, UserConnection)
-    conn.acting_user = user_id
-    try:
-        yield
-    finally:
-        conn.acting_user = None
-
-
 def statement_timeout_setting(seconds: float) -> str:
     """PostgreSQL's ``statement_timeout`` for ``seconds``, in whole milliseconds.
 
@@ -140,6 +101,8 @@ def create_pool(
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
         await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
+        assert isinstance(conn, UserConnection)
+        conn.user_prepare_threshold = settings.prepare_threshold
         if settings.pgbouncer and not role_defaults_kept:
             await keep_role_defaults(conn, statement_timeout)
             role_defaults_kept.append(True)
@@ -159,7 +122,9 @@ def create_pool(
         connection_class=UserConnection,
         kwargs={
             "autocommit": True,
-            "prepare_threshold": settings.prepare_threshold,
+            # Statements are prepared by UserConnection (settings.prepare_threshold);
+            # psycopg preparing its own would make it DEALLOCATE ALL on rollbacks.
+            "prepare_threshold": None,
             "row_factory": dict_row,
         },
         # Give up a reconnection loop after a few seconds: the next request starts

@@ -20,8 +20,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
-from todo_server.db import acting_as
 from todo_server.errors import RateLimited
+from todo_server.user_connection import acting_as
 
 RETRY_AFTER_SECONDS = 1
 
