@@ -13,18 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
 from tests.conftest import as_role
 from tests.tasks_helpers import User
 from todo_server.db import create_pool
 from todo_server.user_connection import UserConnection, acting_as
+from todo_server.user_slots import UserSlots, connection_for
 
 SETTING_SQL = "SELECT current_setting('app.user_id', true) AS who"
 
@@ -228,3 +232,40 @@ def test_prepared_statements_survive_a_rolled_back_transaction(make_settings, tw
             await pool.close()
 
     assert asyncio.run(main()) == [{"n": 1}]
+
+
+def test_waiting_for_a_slot_and_then_a_connection_share_one_budget(make_settings):
+    """A request that waited for its user's slot waits only the rest for a connection."""
+    settings = make_settings(DB_POOL_MAX="1", DB_POOL_MIN="1")
+
+    async def main() -> tuple[type[BaseException] | None, float]:
+        pool = create_pool(settings.database)
+        await pool.open(wait=True)
+        slots = UserSlots(per_user=1, wait=1.0)
+        request = SimpleNamespace(state=SimpleNamespace(user_slots=slots, pool=pool))
+
+        async def hold_the_slot() -> None:
+            async with slots.slot("ada"):
+                await asyncio.sleep(0.6)
+
+        async def hold_the_pool() -> None:
+            async with pool.connection():
+                await asyncio.sleep(1.5)
+
+        holders = [asyncio.create_task(hold_the_slot()), asyncio.create_task(hold_the_pool())]
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        outcome: type[BaseException] | None = None
+        try:
+            async with connection_for(request, "ada"):  # type: ignore[arg-type]
+                pass
+        except PoolTimeout as exc:
+            outcome = type(exc)
+        elapsed = time.monotonic() - start
+        await asyncio.gather(*holders)
+        await pool.close()
+        return outcome, elapsed
+
+    outcome, elapsed = asyncio.run(main())
+    assert outcome is PoolTimeout  # not a connection at 1.5 s, past the budget
+    assert 0.9 < elapsed < 1.3

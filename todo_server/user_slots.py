@@ -13,6 +13,7 @@ user may hold up to twice ``per_user`` connections in all.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,11 @@ from todo_server.errors import RateLimited
 from todo_server.user_connection import acting_as
 
 RETRY_AFTER_SECONDS = 1
+
+#: What is left of the budget for a pooled connection is never less than this:
+#: an idle connection is handed over at once, and a request that waited its
+#: whole budget for its slot still gets one if the pool has it.
+MIN_CONNECTION_WAIT_SECONDS = 0.01
 
 
 class UserSlots:
@@ -70,8 +76,16 @@ class UserSlots:
 
 @asynccontextmanager
 async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection, taken within the user's share of the pool, acting as the user."""
+    """A pooled connection, taken within the user's share of the pool, acting as the user.
+
+    Waiting for the user's slot and then for a connection share one budget,
+    ``slots.wait`` (DB_POOL_TIMEOUT): a request never waits twice as long
+    when both are contended, as during an outage behind PgBouncer.
+    """
     slots: UserSlots = request.state.user_slots
     pool: AsyncConnectionPool = request.state.pool
-    async with slots.slot(user_id), pool.connection() as conn, acting_as(conn, user_id):
-        yield conn
+    deadline = time.monotonic() + slots.wait
+    async with slots.slot(user_id):
+        remaining = max(deadline - time.monotonic(), MIN_CONNECTION_WAIT_SECONDS)
+        async with pool.connection(timeout=remaining) as conn, acting_as(conn, user_id):
+            yield conn
