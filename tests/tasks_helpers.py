@@ -48,5 +48,6 @@ def assert_error(r, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
     body = r.json()
     assert body["code"] == code
-    assert set(body) == {"code", "message", "details", "request_id"}
+    assert set(body) == {"code", "message", "details", "request_id", "detail"}
+    assert body["detail"] == body["message"]
     return body

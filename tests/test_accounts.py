@@ -33,6 +33,7 @@ def test_register_creates_account_and_returns_a_working_token(client, db):
             "created_at": user["created_at"],
         },
         "access_token": body["access_token"],
+        "token": body["access_token"],
         "token_type": "bearer",
         "expires_in": 86400,
     }
@@ -152,6 +153,7 @@ def test_login_with_json_and_with_oauth2_form(client):
     body = r.json()
     assert body == {
         "access_token": body["access_token"],
+        "token": body["access_token"],
         "token_type": "bearer",
         "expires_in": 86400,
         "user": user,
@@ -176,6 +178,7 @@ def test_wrong_password_and_unknown_email_look_the_same(client):
             "code": "unauthorized",
             "message": "Invalid email or password",
             "details": None,
+            "detail": "Invalid email or password",
         }
     )
 

@@ -71,6 +71,7 @@ def test_write_waiting_on_a_row_lock_past_the_statement_timeout_is_503_database_
         "message": "The database did not answer in time; try again shortly",
         "details": None,
         "request_id": r.headers["x-request-id"],
+        "detail": "The database did not answer in time; try again shortly",
     }
     # The database is fine, and says so.
     assert health.status_code == 200

@@ -33,6 +33,8 @@ ROUTES = [
     ("GET", "/openapi.json"),
     ("POST", "/auth/register"),
     ("POST", "/auth/login"),
+    ("POST", "/auth/signup"),
+    ("POST", "/auth/signin"),
     ("GET", "/auth/me"),
 ]
 for _prefix in PREFIXES:
@@ -131,7 +133,10 @@ SIGNED_ODDITIES = [
 QUERY_VALUES = {
     "limit": spiced("1", "50", "200"),
     "cursor": spiced("abc.def", *SIGNED_ODDITIES),
-    "sort": spiced("-created_at", "due_at", "title"),
+    "sort": spiced("-created_at", "due_at", "title", "created", "due_date"),
+    "sort_by": spiced("created", "updated", "title", "due_at"),
+    "order": spiced("asc", "desc"),
+    "status": spiced("all", "pending", "active", "completed"),
     "completed": spiced("true", "false"),
     "priority": spiced("low", "high"),
     "tag": spiced("home"),
@@ -250,4 +255,4 @@ def test_no_request_gets_a_5xx(
         assert all(0x20 <= byte < 0x7F for byte in name + value), (name, value)
     if r.status_code >= 400 and method != "HEAD":
         assert r.headers["content-type"] == "application/json", r.text
-        assert set(r.json()) == {"code", "message", "details", "request_id"}
+        assert set(r.json()) == {"code", "message", "details", "request_id", "detail"}

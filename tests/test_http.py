@@ -19,7 +19,7 @@ def assert_error(r, status: int, code: str) -> dict:
     assert r.status_code == status
     assert r.headers["content-type"] == "application/json"
     body = r.json()
-    assert set(body) == {"code", "message", "details", "request_id"}
+    assert set(body) == {"code", "message", "details", "request_id", "detail"}
     assert body["code"] == code
     assert body["request_id"] == r.headers["x-request-id"]
     assert isinstance(body["message"], str) and body["message"]
@@ -31,8 +31,10 @@ def test_unknown_route_is_404_in_the_error_format(client):
     assert body["details"] is None
 
 
-def test_unknown_route_without_a_token_is_401_not_a_route_oracle(client):
-    assert_error(client.get("/no/such/thing"), 401, "unauthorized")
+def test_unknown_route_without_a_token_is_404_too(client):
+    """Authentication applies to routes that exist (issue 12): the router's 404 first."""
+    assert_error(client.get("/no/such/thing"), 404, "not_found")
+    assert_error(client.get("/api/tasks"), 401, "unauthorized")  # a route: a token first
 
 
 def test_unknown_method_is_405_in_the_error_format(client):
@@ -108,6 +110,7 @@ def test_refused_preflight_is_403_in_the_error_format(client):
             {"field": "Access-Control-Request-Method", "message": "is not an allowed method"},
         ],
         "request_id": "cors-1",
+        "detail": "CORS preflight refused",
     }
     assert "access-control-allow-origin" not in r.headers
     assert "Origin" in r.headers["vary"]
@@ -177,6 +180,7 @@ def test_unexpected_error_is_500_without_a_stack_trace(make_settings, db, caplog
         "message": "Internal server error",
         "details": None,
         "request_id": "boom-1",
+        "detail": "Internal server error",
     }
     assert "secret internal detail" not in r.text
     assert "Traceback" not in r.text

@@ -165,7 +165,7 @@ def test_filters(ada):
             "updated_since",
             "must be an RFC 3339 date-time with offset",
         ),
-        ({"colour": "red"}, "colour", "unknown query parameter"),
+        ({"colour": "red", "limit": "0"}, "limit", None),  # the unknown one is ignored
         ({"cursor": "garbage"}, "cursor", "is not a cursor this server issued"),
     ],
 )
@@ -175,6 +175,11 @@ def test_bad_query_values_are_422(ada, params, field, message):
     assert [d["field"] for d in details] == [field]
     if message:
         assert details[0]["message"] == message
+
+
+def test_unknown_query_parameters_are_ignored(ada):
+    ada.create(title="kept")
+    assert [t["title"] for t in ada.list(colour="red", page="2", _="1")["tasks"]] == ["kept"]
 
 
 def test_tampered_cursor_is_422(ada):

@@ -154,8 +154,10 @@ def user_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def token_json(settings: Settings, user: dict[str, Any]) -> dict[str, Any]:
+    token = issue_token(settings, user["id"], user["email"], user["name"])
     return {
-        "access_token": issue_token(settings, user["id"], user["email"], user["name"]),
+        "access_token": token,
+        "token": token,  # the name some frontends read
         "token_type": "bearer",
         "expires_in": settings.access_token_ttl,
         "user": user_json(user),

@@ -42,7 +42,7 @@ CORS_ALLOWED_HEADERS = (
     "Idempotency-Key",
     "X-Request-ID",
 )
-CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After")
+CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After", "Link", "X-Count")
 CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -111,9 +111,12 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/auth/register", accounts.register, methods=["POST"]),
         Route("/auth/login", accounts.login, methods=["POST"]),
+        # The names some frontends call them by.
+        Route("/auth/signup", accounts.register, methods=["POST"]),
+        Route("/auth/signin", accounts.login, methods=["POST"]),
         Route("/auth/me", accounts.me, methods=["GET"]),
         *tasks.task_routes(),
-        *docs.docs_routes(),
+        *docs.docs_routes(settings.compatible),
     ]
     middleware = [
         Middleware(RequestContextMiddleware),
@@ -125,7 +128,7 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             allow_credentials=True,
         ),
-        Middleware(AuthMiddleware, verifier=TokenVerifier(settings)),
+        Middleware(AuthMiddleware, verifier=TokenVerifier(settings), routes=routes),
         Middleware(BodyLimitMiddleware),
     ]
     return Starlette(

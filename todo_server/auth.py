@@ -1,7 +1,8 @@
 """Authentication middleware: a verified bearer token, or a 401 before any handler runs.
 
 Modelled on Starlette's ``AuthenticationMiddleware`` but pure ASGI and strict:
-non-HTTP scopes pass through; public paths pass through; everything else needs
+non-HTTP scopes pass through; public paths and paths no route serves pass
+through (the router answers 404 or 405); every other route needs
 ``Authorization: Bearer <JWT>``. On success the user is written to
 ``scope["state"]["user"]``, which handlers read as ``request.state.user``;
 handlers never parse tokens themselves.
@@ -10,7 +11,9 @@ handlers never parse tokens themselves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from todo_server.errors import ServiceUnavailable, Unauthorized, api_error_response
@@ -18,8 +21,11 @@ from todo_server.tokens import InvalidToken, JwksUnavailable, TokenVerifier
 
 logger = logging.getLogger("todo_server.auth")
 
-#: Paths anyone may call. Everything else needs a token.
-PUBLIC_PATHS = frozenset({"/health", "/auth/register", "/auth/login", "/openapi.json"})
+#: Paths anyone may call. Every other route needs a token; a path no route
+#: serves is the router's 404 (or 405), token or not.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/auth/register", "/auth/login", "/auth/signup", "/auth/signin", "/openapi.json"}
+)
 PUBLIC_PREFIXES = ("/docs", "/redoc")
 
 
@@ -32,12 +38,25 @@ def is_public(path: str) -> bool:
 class AuthMiddleware:
     """Puts the token's user on ``request.state.user`` or answers 401."""
 
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, app: ASGIApp, verifier: TokenVerifier, routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
         self.verifier = verifier
+        self.routes = routes
+
+    def needs_token(self, scope: Scope) -> bool:
+        """A route serves this path and method, and it is not public.
+
+        An unknown path is 404 and a wrong method 405 whether or not a token
+        came: authentication belongs to the routes that exist.
+        """
+        if is_public(scope["path"]):
+            return False
+        return any(route.matches(scope)[0] == Match.FULL for route in self.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]):
+        if scope["type"] != "http" or not self.needs_token(scope):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

@@ -31,6 +31,9 @@ GENERATED_SECRET_PREFIX = "generated-local-only-"
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+#: standard: the contract (list envelope, 204 on DELETE); compatible: what
+#: existing frontends expect (list as a bare array, DELETE answers the task).
+API_DIALECTS = ("standard", "compatible")
 
 #: HS256 is verified with BETTER_AUTH_SECRET; the others only with keys from the JWKS.
 SHARED_SECRET_ALGORITHMS = ("HS256",)
@@ -113,6 +116,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PURGE_INTERVAL": ("300", "Seconds between the service's purges (0 = never; see purge)"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("json in production, else text", "text or json"),
+    "API_DIALECT": (
+        "standard",
+        "standard, or compatible: task lists as a bare JSON array (paging in Link), DELETE"
+        " answers 200 with the task",
+    ),
 }
 
 
@@ -180,6 +188,12 @@ class Settings:
     max_deleted_tasks_per_user: int = 10000
     task_retention_days: int = 30
     purge_interval: float = 300.0
+    api_dialect: str = "standard"
+
+    @property
+    def compatible(self) -> bool:
+        """Whether the compatible dialect is on (README: Using an existing frontend)."""
+        return self.api_dialect == "compatible"
 
     @property
     def accepts_shared_secret_tokens(self) -> bool:
@@ -387,6 +401,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_deleted_tasks_per_user=_int(env, "MAX_DELETED_TASKS_PER_USER", 10000, minimum=1),
         task_retention_days=_int(env, "TASK_RETENTION_DAYS", 30, minimum=1, maximum=3650),
         purge_interval=_seconds(env, "PURGE_INTERVAL", 300.0, allow_zero=True),
+        api_dialect=_choice(env, "API_DIALECT", "standard", API_DIALECTS),
     )
 
 

@@ -68,8 +68,9 @@ def page(html: str) -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
-def docs_routes() -> list[Route | Mount]:
-    document = json.dumps(build_document(), separators=(",", ":")).encode()
+def docs_routes(compatible: bool = False) -> list[Route | Mount]:
+    """The document and its pages; the document describes the dialect served (API_DIALECT)."""
+    document = json.dumps(build_document(compatible), separators=(",", ":")).encode()
 
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")

@@ -2,7 +2,11 @@
 
 Every error the API gives has the same body::
 
-    {"code": "not_found", "message": "Task not found", "details": null, "request_id": "..."}
+    {"code": "not_found", "message": "Task not found", "details": null, "request_id": "...",
+     "detail": "Task not found"}
+
+``detail`` repeats ``message`` under FastAPI's name, which many existing
+frontends read (``err.detail``) to show the error.
 
 Handlers raise one of these; the exception handlers installed by ``install``
 turn them into responses. The hierarchy::
@@ -203,7 +207,13 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """The one error body, as a response."""
-    body = {"code": code, "message": message, "details": details, "request_id": request_id}
+    body = {
+        "code": code,
+        "message": message,
+        "details": details,
+        "request_id": request_id,
+        "detail": message,  # FastAPI's field: what many frontends show
+    }
     return Response(
         json.dumps(body, ensure_ascii=False, separators=(",", ":")),
         status_code=status,

@@ -50,7 +50,13 @@ class ConnectionLimits:
 def error_bytes(error: ApiError) -> bytes:
     """A whole HTTP response in the API's error shape, closing the connection."""
     body = json.dumps(
-        {"code": error.code, "message": error.message, "details": None, "request_id": None},
+        {
+            "code": error.code,
+            "message": error.message,
+            "details": None,
+            "request_id": None,
+            "detail": error.message,
+        },
         separators=(",", ":"),
     ).encode()
     head = [

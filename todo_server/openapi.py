@@ -7,6 +7,7 @@ that every route is documented and every documented route exists.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from todo_server import accounts, idempotency, task_input
@@ -76,7 +77,7 @@ def schemas() -> dict[str, Any]:
     return {
         "Error": {
             "type": "object",
-            "required": ["code", "message", "details", "request_id"],
+            "required": ["code", "message", "details", "request_id", "detail"],
             "additionalProperties": False,
             "properties": {
                 "code": {
@@ -104,6 +105,10 @@ def schemas() -> dict[str, Any]:
                 "message": {"type": "string"},
                 "details": {"type": ["array", "null"], "items": ref("FieldError")},
                 "request_id": {"type": ["string", "null"]},
+                "detail": {
+                    "type": "string",
+                    "description": "The message again, under FastAPI's name for it",
+                },
             },
             "examples": [
                 {
@@ -111,6 +116,7 @@ def schemas() -> dict[str, Any]:
                     "message": "Task not found",
                     "details": None,
                     "request_id": "5f0c6b1e9a7d4c2b8e3f1a2b3c4d5e6f",
+                    "detail": "Task not found",
                 }
             ],
         },
@@ -286,10 +292,11 @@ def schemas() -> dict[str, Any]:
         },
         "TokenResponse": {
             "type": "object",
-            "required": ["access_token", "token_type", "expires_in", "user"],
+            "required": ["access_token", "token", "token_type", "expires_in", "user"],
             "additionalProperties": False,
             "properties": {
                 "access_token": {"type": "string"},
+                "token": {"type": "string", "description": "access_token again, by another name"},
                 "token_type": {"const": "bearer"},
                 "expires_in": {"type": "integer", "description": "Seconds"},
                 "user": ref("LocalUser"),
@@ -319,6 +326,8 @@ def headers() -> dict[str, Any]:
         "Retry-After": header("Seconds to wait before trying again", pattern="^[0-9]+$"),
         "WWW-Authenticate": header('Bearer, or Bearer error="invalid_token"'),
         "Idempotent-Replayed": header("true when this is the stored first response", enum=["true"]),
+        "Link": header('API_DIALECT=compatible: <the next page>; rel="next" (RFC 8288)'),
+        "X-Count": header("API_DIALECT=compatible: tasks in this page", pattern="^[0-9]+$"),
     }
 
 
@@ -429,10 +438,27 @@ def parameters() -> dict[str, Any]:
         ),
         "Sort": query(
             "sort",
-            {"type": "string", "enum": list(ti.SORTS), "default": ti.DEFAULT_SORT},
-            "Order; '-' for descending. Ties by id; tasks without due_at last.",
+            {
+                "type": "string",
+                "enum": [*ti.SORTS, *(a for a in ti.SORT_ALIASES if a not in ti.SORTS)],
+                "default": ti.DEFAULT_SORT,
+            },
+            "Order; '-' for descending. Ties by id; tasks without due_at last. Short names:"
+            " created and updated (newest first), due_date (soonest first); order= turns them.",
         ),
+        "SortBy": query(
+            "sort_by",
+            {"type": "string", "enum": list(ti.SORT_ALIASES)},
+            "Another spelling of sort (not with it): created, updated and their *_at newest"
+            " first, the rest ascending, unless order says otherwise",
+        ),
+        "Order": query("order", {"type": "string", "enum": list(ti.ORDERS)}, "Direction of sort"),
         "Completed": query("completed", {"type": "boolean"}, "Only done (true) or open (false)"),
+        "Status": query(
+            "status",
+            {"type": "string", "enum": list(ti.STATUSES)},
+            "Another spelling of completed (not with it): pending and active are open tasks",
+        ),
         "Priority": query("priority", {"type": "string", "enum": list(ti.PRIORITIES)}, "Priority"),
         "Tag": query(
             "tag",
@@ -468,8 +494,21 @@ def parameters() -> dict[str, Any]:
     }
 
 
-def task_operations(prefix: str) -> dict[str, Any]:
-    """The path items of the task routes under one prefix."""
+def list_ok(compatible: bool) -> dict[str, Any]:
+    """A list's 200: the envelope, or (compatible) a bare array with paging in headers."""
+    if not compatible:
+        return ok("A page of tasks", ref("TaskList"))
+    return ok(
+        "A page of tasks as a bare array; the next page in Link, the count in X-Count. A sync"
+        " (sync_token or updated_since) still answers the TaskList envelope with its sync_token.",
+        {"oneOf": [{"type": "array", "items": ref("Task")}, ref("TaskList")]},
+        "Link",
+        "X-Count",
+    )
+
+
+def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
+    """The path items of the task routes under one prefix, in the dialect served."""
     suffix, tag = PREFIXES[prefix]
     user_param = [ref("UserId", "parameters")] if "{user_id}" in prefix else []
     common = [ref("XRequestId", "parameters")]
@@ -497,14 +536,17 @@ def task_operations(prefix: str) -> dict[str, Any]:
         "get": operation(
             "listTasks",
             "List tasks",
-            {200: ok("A page of tasks", ref("TaskList")), "errors": [401, 403, 410, 422, 503]},
+            {200: list_ok(compatible), "errors": [401, 403, 410, 422, 503]},
             parameters=[
                 ref(name, "parameters")
                 for name in (
                     "Limit",
                     "Cursor",
                     "Sort",
+                    "SortBy",
+                    "Order",
                     "Completed",
+                    "Status",
                     "Priority",
                     "Tag",
                     "Q",
@@ -547,7 +589,11 @@ def task_operations(prefix: str) -> dict[str, Any]:
         "delete": operation(
             "deleteTask",
             "Delete a task (soft; restore undoes it)",
-            {204: ok("Deleted", None), "errors": [401, 403, 404, 412, 503]},
+            {
+                **({200: ok("Deleted; the task", ref("Task"), "ETag")} if compatible else {}),
+                **({} if compatible else {204: ok("Deleted", None)}),
+                "errors": [401, 403, 404, 412, 503],
+            },
             parameters=if_match,
         ),
     }
@@ -578,7 +624,7 @@ def task_operations(prefix: str) -> dict[str, Any]:
     }
 
 
-def build_document() -> dict[str, Any]:
+def build_document(compatible: bool = False) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     public: list[dict[str, Any]] = []
     paths: dict[str, Any] = {
@@ -649,8 +695,13 @@ def build_document() -> dict[str, Any]:
             }
         },
     }
+    for alias, name in (("/auth/signup", "register"), ("/auth/signin", "login")):
+        operation = copy.deepcopy(paths[f"/auth/{name}"])
+        operation["post"]["operationId"] += "Alias"
+        operation["post"]["summary"] += f" (/auth/{name} by another name)"
+        paths[alias] = operation
     for prefix in PREFIXES:
-        paths.update(task_operations(prefix))
+        paths.update(task_operations(prefix, compatible))
 
     return {
         "openapi": "3.1.0",
@@ -659,7 +710,8 @@ def build_document() -> dict[str, Any]:
             "version": VERSION,
             "description": (
                 "Personal task lists. Every route except /health, /auth/register, /auth/login"
-                " and the docs needs `Authorization: Bearer <JWT>`; every user sees and changes"
+                " (and their aliases /auth/signup, /auth/signin) and the docs needs"
+                " `Authorization: Bearer <JWT>`; every user sees and changes"
                 " only their own tasks. Errors always have the Error shape."
             ),
         },

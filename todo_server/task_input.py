@@ -9,6 +9,7 @@ one request are reported together, and nothing is written.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from starlette.datastructures import QueryParams
 
 from todo_server.bodies import FieldErrors, contains_nul
 from todo_server.errors import ValidationFailed
+
+logger = logging.getLogger("todo_server.task_input")
 
 TITLE_MAX = 255
 DESCRIPTION_MAX = 2000
@@ -32,6 +35,19 @@ LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 200, 100
 SORT_FIELDS = ("created_at", "updated_at", "due_at", "priority", "title")
 SORTS = tuple(s for name in SORT_FIELDS for s in (name, f"-{name}"))
 DEFAULT_SORT = "-created_at"
+
+# Spellings existing frontends send, mapped onto the sorts and filters above.
+#: sort=/sort_by= short names -> (field, descending unless ``order`` says otherwise).
+SORT_ALIASES = {
+    "created": ("created_at", True),
+    "updated": ("updated_at", True),
+    "due_date": ("due_at", False),
+    "due": ("due_at", False),
+    **{name: (name, name in ("created_at", "updated_at")) for name in SORT_FIELDS},
+}
+ORDERS = ("asc", "desc")
+#: status= -> the completed filter (None: no filter).
+STATUSES = {"all": None, "pending": False, "active": False, "completed": True}
 
 WRITABLE_FIELDS = frozenset({"title", "description", "completed", "priority", "due_at", "tags"})
 SERVER_OWNED_FIELDS = frozenset(
@@ -50,6 +66,9 @@ LIST_PARAMETERS = frozenset(
         "due_after",
         "updated_since",
         "sync_token",
+        "status",
+        "sort_by",
+        "order",
     }
 )
 
@@ -226,6 +245,41 @@ class ListQuery:
         return {name: value for name, value in candidates.items() if value not in (None, [])}
 
 
+def _parse_sort(given: dict[str, str], values: dict[str, Any], errors: FieldErrors) -> None:
+    """``sort`` (a sort, or a short name) or ``sort_by`` (a short name), with ``order``."""
+    if "sort" in given and "sort_by" in given:
+        errors.add("sort_by", "give sort or sort_by, not both")
+        return
+    name = "sort_by" if "sort_by" in given else "sort"
+    text = given.get(name)
+    order = given.get("order")
+    if order is not None and order not in ORDERS:
+        errors.add("order", "must be asc or desc")
+        return
+    if text is None:
+        if order is not None:  # the default sort's field, in this order
+            values["sort"] = ("-" if order == "desc" else "") + DEFAULT_SORT.lstrip("-")
+        return
+    if text.startswith("-") and text in SORTS and name == "sort":
+        if order == "asc":
+            errors.add("order", "contradicts the sort's '-' (descending)")
+        else:
+            values["sort"] = text
+        return
+    alias = SORT_ALIASES.get(text)
+    if alias is None:
+        allowed = [*SORTS, *(a for a in SORT_ALIASES if a not in SORTS)]
+        choices = allowed if name == "sort" else list(SORT_ALIASES)
+        errors.add(name, f"must be one of {', '.join(choices)}")
+        return
+    column, descending = alias
+    if order is not None:
+        descending = order == "desc"
+    elif name == "sort" and text in SORTS:
+        descending = False  # the contract's sort=title: ascending, as always
+    values["sort"] = ("-" if descending else "") + column
+
+
 def parse_list_query(params: QueryParams) -> ListQuery:
     """Check every query parameter; 422 listing every problem."""
     errors = FieldErrors()
@@ -239,7 +293,8 @@ def parse_list_query(params: QueryParams) -> ListQuery:
         if name == "tag":
             tags.append(value)
         elif name not in LIST_PARAMETERS:
-            errors.add(name, "unknown query parameter")
+            # Ignored, as FastAPI and most APIs do: frontends send their own extras.
+            logger.debug("ignoring unknown query parameter %r", name)
         elif name not in given:
             given[name] = value
         elif name not in repeated:
@@ -255,16 +310,19 @@ def parse_list_query(params: QueryParams) -> ListQuery:
         values["cursor"] = cursor
     if (sync_token := given.get("sync_token")) is not None:
         values["sync_token"] = sync_token
-    if (sort := given.get("sort")) is not None:
-        if sort not in SORTS:
-            errors.add("sort", f"must be one of {', '.join(SORTS)}")
-        else:
-            values["sort"] = sort
+    _parse_sort(given, values, errors)
     if (completed := given.get("completed")) is not None:
         if completed not in ("true", "false"):
             errors.add("completed", "must be true or false")
+        elif "status" in given:
+            errors.add("status", "give status or completed, not both")
         else:
             values["completed"] = completed == "true"
+    if (status := given.get("status")) is not None:
+        if status not in STATUSES:
+            errors.add("status", f"must be one of {', '.join(STATUSES)}")
+        elif STATUSES[status] is not None:
+            values["completed"] = STATUSES[status]
     if (priority := given.get("priority")) is not None:
         if priority not in PRIORITIES:
             errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")

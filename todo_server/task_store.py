@@ -110,12 +110,12 @@ WITH capped AS (
     UPDATE tasks AS t SET deleted_at = now(), updated_at = now(), version = t.version + 1
     FROM capped
     WHERE t.id = %(task_id)s AND t.user_id = capped.id AND t.deleted_at IS NULL AND {IF_MATCH}
-    RETURNING t.user_id
+    RETURNING t.user_id, t.id::text AS id, t.version, {TASK_JSON} AS body
 )
 UPDATE users AS u SET live_tasks = u.live_tasks - 1, deleted_tasks = u.deleted_tasks + 1
 FROM deleted
 WHERE u.id = deleted.user_id
-RETURNING u.id
+RETURNING deleted.id, deleted.version, deleted.body
 """
 
 RESTORE_TASK_SQL = f"""
@@ -259,13 +259,13 @@ async def delete_task(
     task_id: str,
     if_match: list[int] | None,
     max_deleted: int,
-) -> bool:
-    """Soft-delete a live task; False when none matched, or the user keeps too many deleted."""
+) -> TaskRow | None:
+    """Soft-delete a live task, returning it; None when none matched or too many are deleted."""
     cursor = await conn.execute(
         DELETE_TASK_SQL,
         {"user_id": user_id, "task_id": task_id, "if_match": if_match, "max_deleted": max_deleted},
     )
-    return await cursor.fetchone() is not None
+    return _row(await cursor.fetchone())
 
 
 async def restore_task(

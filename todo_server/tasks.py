@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 from starlette.requests import Request
@@ -150,12 +150,29 @@ async def list_tasks(request: Request) -> Response:
             # Only a cursor carries values not checked here; ours always cast.
             raise ValidationFailed.field("cursor", "is not a cursor this server issued") from None
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
+    settings: Settings = request.state.settings
+    if settings.compatible:
+        return bare_page(request, page.bodies, page.count, next_cursor)
     body = (
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
     )
     return Response(body, media_type="application/json")
+
+
+def bare_page(request: Request, bodies: str, count: int, next_cursor: str | None) -> Response:
+    """The compatible dialect's page: a bare JSON array, paging in headers.
+
+    ``Link: <...>; rel="next"`` (RFC 8288, as GitHub's API pages) is this same
+    request with the next cursor; ``X-Count`` is how many tasks the page holds.
+    """
+    headers = {"X-Count": str(count)}
+    if next_cursor is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        url = request.url.replace(query=urlencode([*query, ("cursor", next_cursor)]))
+        headers["Link"] = f'<{url}>; rel="next"'
+    return Response("[" + bodies + "]", media_type="application/json", headers=headers)
 
 
 async def create_task(request: Request) -> Response:
@@ -277,7 +294,7 @@ async def delete_task(request: Request) -> Response:
             lambda: task_store.delete_task(conn, user_id, task_id, if_match, cap),
             "delete task",
         )
-        if not deleted:
+        if deleted is None:
             found = await task_store.find_task_any_state(conn, user_id, task_id)
             if found and not found[1] and (if_match is None or found[0].version in if_match):
                 raise ValidationFailed(  # it is there and matches: the cap refused it
@@ -285,6 +302,8 @@ async def delete_task(request: Request) -> Response:
                     f" are purged {settings.task_retention_days} days after deletion"
                 )
             raise await missing(conn, user_id, task_id, if_match)
+    if settings.compatible:  # frontends that call res.json() on the answer
+        return task_response(deleted)
     return Response(status_code=204)
 
 
