@@ -63,9 +63,7 @@ def topology() -> Iterator[Topology]:
     owner_url = with_dbname(cluster.url(), "topo")
     with psycopg.connect(owner_url, autocommit=True) as conn:
         migrate.apply(conn)
-    bouncer = PgBouncer(
-        cluster.url(), pool_size=6, query_wait_timeout=QUERY_WAIT_TIMEOUT
-    ).start()
+    bouncer = PgBouncer(cluster.url(), pool_size=6, query_wait_timeout=QUERY_WAIT_TIMEOUT).start()
     env = settings_env(
         owner_url,
         DATABASE_URL=bouncer.url("topo", user="todo_app"),
