@@ -57,7 +57,9 @@ def test_values_are_parsed():
 def test_token_settings():
     settings = load_settings(env())
     assert settings.jwt_algorithms == ("HS256",)
-    assert (settings.jwt_issuer, settings.jwt_audience, settings.jwks_url) == (None, None, None)
+    assert settings.jwks_url is None
+    assert (settings.hs256_issuer, settings.hs256_audience) == (None, None)
+    assert (settings.jwks_issuer, settings.jwks_audience) == (None, None)
     assert settings.access_token_ttl == 86400
     jwks = load_settings(env(JWT_JWKS_URL="https://app.example.com/api/auth/jwks"))
     assert jwks.jwt_algorithms == ("EdDSA", "HS256")
@@ -66,6 +68,26 @@ def test_token_settings():
     )
     assert chosen.jwt_algorithms == ("RS256", "EdDSA")
     assert not chosen.accepts_shared_secret_tokens
+
+
+def test_issuer_and_audience_per_token_source_default_to_the_shared_ones():
+    jwks_url = "https://app.example.com/api/auth/jwks"
+    shared = load_settings(env(JWT_JWKS_URL=jwks_url, JWT_ISSUER="https://a", JWT_AUDIENCE="b"))
+    assert (shared.hs256_issuer, shared.hs256_audience) == ("https://a", "b")
+    assert (shared.jwks_issuer, shared.jwks_audience) == ("https://a", "b")
+    own = load_settings(
+        env(
+            JWT_JWKS_URL=jwks_url,
+            JWT_ISSUER="https://a",
+            JWT_AUDIENCE="b",
+            JWT_HS256_ISSUER="minter",
+            JWT_JWKS_AUDIENCE="api",
+        )
+    )
+    assert (own.hs256_issuer, own.hs256_audience) == ("minter", "b")
+    assert (own.jwks_issuer, own.jwks_audience) == ("https://a", "api")
+    jwks_only = load_settings(env(JWT_JWKS_URL=jwks_url, JWT_JWKS_ISSUER="https://a"))
+    assert (jwks_only.hs256_issuer, jwks_only.jwks_issuer) == (None, "https://a")
 
 
 def test_production_logs_json_by_default():
@@ -100,6 +122,20 @@ def test_production_logs_json_by_default():
         ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "HS256,"}),
         ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "EdDSA"}),  # no JWKS to find its keys
         ("JWT_JWKS_REFRESH_INTERVAL", {"JWT_JWKS_REFRESH_INTERVAL": "soon"}),
+        ("JWT_JWKS_ISSUER", {"JWT_JWKS_ISSUER": "https://app"}),  # no JWKS tokens at all
+        ("JWT_JWKS_AUDIENCE", {"JWT_JWKS_AUDIENCE": "https://app"}),
+        (
+            "JWT_HS256_ISSUER",
+            {"JWT_HS256_ISSUER": "x", "JWT_JWKS_URL": "https://a/jwks", "JWT_ALGORITHMS": "EdDSA"},
+        ),
+        (
+            "JWT_HS256_AUDIENCE",
+            {
+                "JWT_HS256_AUDIENCE": "x",
+                "JWT_JWKS_URL": "https://a/jwks",
+                "JWT_ALGORITHMS": "EdDSA",
+            },
+        ),
         ("LOGIN_MAX_FAILURES", {"LOGIN_MAX_FAILURES": "0"}),
         ("LOGIN_MAX_FAILURES_PER_IP", {"LOGIN_MAX_FAILURES_PER_IP": "x"}),
         ("LOG_LEVEL", {"LOG_LEVEL": "loud"}),
@@ -144,13 +180,13 @@ def test_secrets_stay_out_of_reprs_and_errors():
 
 def test_readme_table_lists_every_setting():
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, flags=re.MULTILINE))
     assert set(SETTINGS) <= documented, f"missing from README: {set(SETTINGS) - documented}"
 
 
 def test_env_example_lists_every_setting():
     example = (ROOT / ".env.example").read_text()
-    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE))
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     assert set(SETTINGS) <= listed, f"missing from .env.example: {set(SETTINGS) - listed}"
 
 

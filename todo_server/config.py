@@ -89,8 +89,18 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
     "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
-    "JWT_ISSUER": ("(unset)", "Required iss claim of every token, and iss of issued tokens"),
-    "JWT_AUDIENCE": ("(unset)", "Required aud claim of every token, and aud of issued tokens"),
+    "JWT_ISSUER": ("(unset)", "Default of JWT_HS256_ISSUER and JWT_JWKS_ISSUER"),
+    "JWT_AUDIENCE": ("(unset)", "Default of JWT_HS256_AUDIENCE and JWT_JWKS_AUDIENCE"),
+    "JWT_HS256_ISSUER": (
+        "(JWT_ISSUER)",
+        "Required iss of shared-secret (HS256) tokens, and iss of issued tokens",
+    ),
+    "JWT_HS256_AUDIENCE": (
+        "(JWT_AUDIENCE)",
+        "Required aud of shared-secret (HS256) tokens, and aud of issued tokens",
+    ),
+    "JWT_JWKS_ISSUER": ("(JWT_ISSUER)", "Required iss of tokens verified with the JWKS"),
+    "JWT_JWKS_AUDIENCE": ("(JWT_AUDIENCE)", "Required aud of tokens verified with the JWKS"),
     "JWT_JWKS_URL": ("(unset)", "JWKS of a Better Auth frontend, e.g. https://app/api/auth/jwks"),
     "JWT_ALGORITHMS": ("HS256; EdDSA,HS256 with JWT_JWKS_URL", "Accepted token algorithms"),
     "JWT_JWKS_REFRESH_INTERVAL": ("30", "Fewest seconds between JWKS fetches for unknown key ids"),
@@ -167,8 +177,11 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     access_token_ttl: int = 86400
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    # iss/aud per token source; each None means that claim is not checked.
+    hs256_issuer: str | None = None
+    hs256_audience: str | None = None
+    jwks_issuer: str | None = None
+    jwks_audience: str | None = None
     jwks_url: str | None = None
     jwt_algorithms: tuple[str, ...] = SHARED_SECRET_ALGORITHMS
     jwks_refresh_interval: float = 30.0
@@ -356,6 +369,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if production and parts.scheme != "https":
             raise ConfigError("JWT_JWKS_URL", "must use https in production")
 
+    algorithms = _algorithms(env, jwks_url)
+
     return Settings(
         database=database,
         secret=secret,
@@ -374,10 +389,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
-        jwt_issuer=_get(env, "JWT_ISSUER"),
-        jwt_audience=_get(env, "JWT_AUDIENCE"),
+        **_issuers_and_audiences(env, jwks_url, algorithms),
         jwks_url=jwks_url,
-        jwt_algorithms=_algorithms(env, jwks_url),
+        jwt_algorithms=algorithms,
         jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
         login_max_failures=_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1),
         login_max_failures_per_ip=_int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1),
@@ -488,6 +502,30 @@ def _algorithms(env: Mapping[str, str], jwks_url: str | None) -> tuple[str, ...]
         if name not in chosen:
             chosen.append(name)
     return tuple(chosen)
+
+
+def _issuers_and_audiences(
+    env: Mapping[str, str], jwks_url: str | None, algorithms: tuple[str, ...]
+) -> dict[str, str | None]:
+    """The iss/aud each token source must carry.
+
+    JWT_ISSUER and JWT_AUDIENCE were once checked on every token; they are now
+    the defaults of both sources, so a deployment that sets only them behaves
+    as before, and one that serves two kinds of frontend sets each source's own.
+    """
+    issuer, audience = _get(env, "JWT_ISSUER"), _get(env, "JWT_AUDIENCE")
+    for name in ("JWT_JWKS_ISSUER", "JWT_JWKS_AUDIENCE"):
+        if _get(env, name) is not None and jwks_url is None:
+            raise ConfigError(name, "applies to JWKS tokens; set JWT_JWKS_URL too")
+    for name in ("JWT_HS256_ISSUER", "JWT_HS256_AUDIENCE"):
+        if _get(env, name) is not None and "HS256" not in algorithms:
+            raise ConfigError(name, "applies to HS256 tokens, which JWT_ALGORITHMS leaves out")
+    return {
+        "hs256_issuer": _get(env, "JWT_HS256_ISSUER") or issuer,
+        "hs256_audience": _get(env, "JWT_HS256_AUDIENCE") or audience,
+        "jwks_issuer": _get(env, "JWT_JWKS_ISSUER") or issuer,
+        "jwks_audience": _get(env, "JWT_JWKS_AUDIENCE") or audience,
+    }
 
 
 def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:

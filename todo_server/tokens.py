@@ -12,6 +12,10 @@ The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared
 secret, and asymmetric algorithms only ever meet a JWKS key whose own algorithm
 must match, so a public key can never be replayed as an HMAC secret.
+
+Each family has its own required ``iss``/``aud`` (``JWT_HS256_*`` for 1 and 2,
+which cannot be told apart; ``JWT_JWKS_*`` for 3), so one deployment can serve a
+JWT-plugin frontend whose tokens carry them and a minting frontend whose do not.
 """
 
 from __future__ import annotations
@@ -64,10 +68,11 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
         "iat": now,
         "exp": now + settings.access_token_ttl,
     }
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
+    # Our tokens are HS256 like a frontend's, and verified by the same rules.
+    if settings.hs256_issuer:
+        claims["iss"] = settings.hs256_issuer
+    if settings.hs256_audience:
+        claims["aud"] = settings.hs256_audience
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
@@ -135,6 +140,7 @@ class TokenVerifier:
         required = ["exp", "sub"]
         if algorithm == "HS256":
             key = self.settings.secret
+            issuer, audience = self.settings.hs256_issuer, self.settings.hs256_audience
         else:
             kid = header.get("kid")
             if not isinstance(kid, str) or self.jwks is None:
@@ -143,6 +149,7 @@ class TokenVerifier:
             if key is None:
                 raise InvalidToken(f"unknown kid {kid[:64]!r}")
             required.append("iat")
+            issuer, audience = self.settings.jwks_issuer, self.settings.jwks_audience
 
         try:
             claims = jwt.decode(
@@ -150,12 +157,12 @@ class TokenVerifier:
                 key=key,
                 algorithms=[algorithm],
                 leeway=LEEWAY_SECONDS,
-                issuer=self.settings.jwt_issuer,
-                audience=self.settings.jwt_audience,
+                issuer=issuer,
+                audience=audience,
                 options={
                     "require": required,
-                    "verify_aud": self.settings.jwt_audience is not None,
-                    "verify_iss": self.settings.jwt_issuer is not None,
+                    "verify_aud": audience is not None,
+                    "verify_iss": issuer is not None,
                 },
             )
         except jwt.ExpiredSignatureError:
