@@ -90,6 +90,34 @@ def test_issuer_and_audience_per_token_source_default_to_the_shared_ones():
     assert (jwks_only.hs256_issuer, jwks_only.jwks_issuer) == (None, "https://a")
 
 
+def test_session_store_settings():
+    assert load_settings(env()).session_store is None
+    store = load_settings(env(BETTER_AUTH_DATABASE_URL="same")).session_store
+    assert store is not None and store.url == URL
+    assert (store.session_table, store.user_table) == (("session",), ("user",))
+    columns = (store.token_column, store.user_id_column, store.expires_at_column)
+    assert columns == ("token", "userId", "expiresAt")
+    assert (store.user_key_column, store.email_column, store.name_column) == ("id", "email", "name")
+    assert (store.cache_ttl, store.pool_timeout) == (60.0, 5.0)
+    other = "postgresql://reader:s3cret-pw@auth.example.com/better_auth"
+    custom = load_settings(
+        env(
+            BETTER_AUTH_DATABASE_URL=other,
+            BETTER_AUTH_SESSION_TABLE="auth.sessions",
+            BETTER_AUTH_SESSION_COLUMNS=" session_token , user_id,expires_at",
+            BETTER_AUTH_USER_TABLE="users",
+            BETTER_AUTH_USER_COLUMNS="id,email_address,full_name",
+            BETTER_AUTH_SESSION_CACHE_TTL="1.5",
+            DB_POOL_TIMEOUT="2",
+        )
+    ).session_store
+    assert custom is not None and custom.url == other
+    assert (custom.session_table, custom.user_table) == (("auth", "sessions"), ("users",))
+    assert custom.user_id_column == "user_id" and custom.name_column == "full_name"
+    assert (custom.cache_ttl, custom.pool_timeout) == (1.5, 2.0)
+    assert "s3cret-pw" not in repr(custom) and "s3cret-pw" not in custom.display_url
+
+
 def test_production_logs_json_by_default():
     assert load_settings(env(ENVIRONMENT="production")).log_format == "json"
 
@@ -136,6 +164,22 @@ def test_production_logs_json_by_default():
                 "JWT_ALGORITHMS": "EdDSA",
             },
         ),
+        ("BETTER_AUTH_DATABASE_URL", {"BETTER_AUTH_DATABASE_URL": "mysql://x/y"}),
+        ("BETTER_AUTH_DATABASE_URL", {"BETTER_AUTH_DATABASE_URL": "yes"}),
+        *[
+            (name, {"BETTER_AUTH_DATABASE_URL": "same", name: value})
+            for name, value in [
+                ("BETTER_AUTH_SESSION_TABLE", "a.b.c"),
+                ("BETTER_AUTH_SESSION_TABLE", "auth."),
+                ("BETTER_AUTH_USER_TABLE", "x" * 64),
+                ("BETTER_AUTH_SESSION_COLUMNS", "token,userId"),
+                ("BETTER_AUTH_SESSION_COLUMNS", "token,,expiresAt"),
+                ("BETTER_AUTH_USER_COLUMNS", "id,email,name,image"),
+                ("BETTER_AUTH_USER_COLUMNS", "id,e.mail,name"),
+                ("BETTER_AUTH_SESSION_CACHE_TTL", "61"),  # at most a minute
+                ("BETTER_AUTH_SESSION_CACHE_TTL", "-1"),
+            ]
+        ],
         ("LOGIN_MAX_FAILURES", {"LOGIN_MAX_FAILURES": "0"}),
         ("LOGIN_MAX_FAILURES_PER_IP", {"LOGIN_MAX_FAILURES_PER_IP": "x"}),
         ("LOG_LEVEL", {"LOG_LEVEL": "loud"}),

@@ -8,6 +8,9 @@ Three sources are accepted:
 3. Better Auth JWT-plugin tokens, checked against the frontend's JWKS
    (EdDSA by default; RS/PS/ES also possible).
 
+A bearer that is not a JWT can still be a Better Auth session token; those are
+looked up in Better Auth's database (``sessions.py``) when one is configured.
+
 The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared
 secret, and asymmetric algorithms only ever meet a JWKS key whose own algorithm
@@ -22,12 +25,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from todo_server.config import Settings
 from todo_server.jwks import JwksCache, JwksUnavailable
+
+if TYPE_CHECKING:
+    from todo_server.sessions import SessionStore
 
 MAX_TOKEN_BYTES = 8 * 1024
 #: Verified tokens remembered until they expire; the oldest goes first when full.
@@ -87,32 +93,56 @@ def is_storable_text(value: str) -> bool:
     return True
 
 
-def _optional_text(value: Any, limit: int) -> str | None:
+def optional_text(value: Any, limit: int) -> str | None:
     """A profile claim worth keeping, or None; odd claims are dropped, not fatal."""
     if not isinstance(value, str) or not value or not is_storable_text(value):
         return None
     return value[:limit]
 
 
+def checked_subject(subject: Any) -> str:
+    """A user id fit to own tasks: non-empty storable text of at most 255 characters."""
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidToken("empty sub")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise InvalidToken("sub over 255 characters")
+    if not is_storable_text(subject):
+        raise InvalidToken("sub with control characters or invalid Unicode")
+    return subject
+
+
 class TokenVerifier:
     """Checks a bearer token against the configured sources and returns its user."""
 
-    def __init__(self, settings: Settings, jwks: JwksCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jwks: JwksCache | None = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.settings = settings
         self.algorithms = settings.jwt_algorithms
         self.jwks = jwks
         if jwks is None and settings.jwks_url:
             self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
+        self.sessions = sessions
         self._cache: dict[str, tuple[AuthUser, int]] = {}
 
     async def verify(self, token: str) -> AuthUser:
-        """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``).
+        """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``,
+        ``SessionStoreUnavailable``).
+
+        A JWT has exactly two dots; Better Auth's session tokens have none, and
+        their signed cookie form one, so anything else goes to the session
+        store when there is one (``sessions.py``).
 
         A token verified once is remembered until it expires (with the same
         leeway), keyed by its exact text: clients send the same token with
         every request, and re-checking its signature cost about 120 us each
         time on our machines. Refused tokens are never remembered.
         """
+        if self.sessions is not None and token.count(".") != 2:
+            return await self.sessions.user_for(token)
         cached = self._cache.get(token)
         if cached is not None:
             user, expires_at = cached
@@ -172,17 +202,10 @@ class TokenVerifier:
 
         if int(claims["exp"]) > MAX_EXPIRY:  # PyJWT checked that int() takes it
             raise InvalidToken("exp after year 9999")
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject.strip():
-            raise InvalidToken("empty sub")
-        if len(subject) > MAX_SUBJECT_LENGTH:
-            raise InvalidToken("sub over 255 characters")
-        if not is_storable_text(subject):
-            raise InvalidToken("sub with control characters or invalid Unicode")
         return AuthUser(
-            id=subject,
-            email=_optional_text(claims.get("email"), 254),
-            name=_optional_text(claims.get("name"), 100),
+            id=checked_subject(claims.get("sub")),
+            email=optional_text(claims.get("email"), 254),
+            name=optional_text(claims.get("name"), 100),
             claims=claims,
         )
 
