@@ -71,6 +71,25 @@ def test_issued_token_carries_the_contract_claims(make_client):
     assert body["expires_in"] == 600
 
 
+def test_issued_tokens_carry_the_hs256_source_issuer_and_audience(make_client):
+    """Issued tokens are verified as HS256 tokens, so they carry that source's iss/aud."""
+    import jwt
+
+    from tests.conftest import TEST_SECRET
+    from tests.tokens import bearer
+
+    client = make_client(
+        JWT_ISSUER="https://shared.example.com",
+        JWT_AUDIENCE="shared",
+        JWT_HS256_ISSUER="https://api.example.com",
+        JWT_HS256_AUDIENCE="todo",
+    )
+    token = register(client).json()["access_token"]
+    claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="todo")
+    assert (claims["iss"], claims["aud"]) == ("https://api.example.com", "todo")
+    assert client.get("/auth/me", headers=bearer(token)).status_code == 200
+
+
 def test_duplicate_email_in_any_case_is_409(client, db):
     assert register(client).status_code == 201
     r = register(client, email="ADA@example.com")

@@ -87,6 +87,84 @@ def test_issuer_and_audience_are_checked_when_configured(make_client):
         assert_401(client.get("/auth/me", headers=bearer(bad)))
 
 
+APP = "https://app.example.com"
+
+
+def test_one_server_serves_a_jwks_frontend_and_an_hs256_frontend(make_client, jwks):
+    """The JWT plugin's tokens carry iss/aud; a minting frontend's carry none."""
+    client = make_client(
+        JWT_JWKS_URL=jwks.url,
+        JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_JWKS_ISSUER=APP,
+        JWT_JWKS_AUDIENCE=APP,
+    )
+    ed = jwks.keys[0]
+    plugin_token = ed.sign(claims("ba_user", iss=APP, aud=APP))
+    r = client.get("/auth/me", headers=bearer(plugin_token))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "ba_user"
+    r = client.get("/auth/me", headers=bearer(frontend_token("minted_user")))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "minted_user"
+    # The JWKS source keeps its own checks.
+    for bad in (claims("x"), claims("x", iss=APP), claims("x", iss="https://evil", aud=APP)):
+        assert_401(client.get("/auth/me", headers=bearer(ed.sign(bad))))
+
+
+def test_hs256_issuer_and_audience_apply_to_hs256_tokens_only(make_client, jwks):
+    client = make_client(
+        JWT_JWKS_URL=jwks.url,
+        JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_HS256_ISSUER="next-app",
+        JWT_HS256_AUDIENCE="todo-api",
+    )
+    good = frontend_token("minted", iss="next-app", aud="todo-api")
+    assert client.get("/auth/me", headers=bearer(good)).status_code == 200
+    for bad in (
+        frontend_token(),
+        frontend_token(iss="next-app"),
+        frontend_token(iss=APP, aud="todo-api"),
+    ):
+        assert_401(client.get("/auth/me", headers=bearer(bad)))
+    # A JWKS token without iss/aud is not held to the HS256 source's settings.
+    plain = jwks.keys[0].sign(claims("ba_user"))
+    assert client.get("/auth/me", headers=bearer(plain)).status_code == 200
+
+
+def test_jwt_issuer_and_audience_alone_still_apply_to_both_sources(make_client, jwks):
+    """A deployment configured before the per-source settings behaves as it did."""
+    client = make_client(
+        JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,HS256", JWT_ISSUER=APP, JWT_AUDIENCE=APP
+    )
+    ed = jwks.keys[0]
+    assert (
+        client.get("/auth/me", headers=bearer(frontend_token(iss=APP, aud=APP))).status_code == 200
+    )
+    assert (
+        client.get("/auth/me", headers=bearer(ed.sign(claims(iss=APP, aud=APP)))).status_code == 200
+    )
+    assert_401(client.get("/auth/me", headers=bearer(frontend_token())))
+    assert_401(client.get("/auth/me", headers=bearer(ed.sign(claims()))))
+
+
+def test_per_source_settings_override_the_shared_ones(make_client, jwks):
+    client = make_client(
+        JWT_JWKS_URL=jwks.url,
+        JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_ISSUER=APP,
+        JWT_AUDIENCE=APP,
+        JWT_HS256_ISSUER="next-app",
+        JWT_JWKS_AUDIENCE="todo-api",
+    )
+    ed = jwks.keys[0]
+    hs = frontend_token(iss="next-app", aud=APP)
+    assert client.get("/auth/me", headers=bearer(hs)).status_code == 200
+    assert_401(client.get("/auth/me", headers=bearer(frontend_token(iss=APP, aud=APP))))
+    jw = ed.sign(claims(iss=APP, aud="todo-api"))
+    assert client.get("/auth/me", headers=bearer(jw)).status_code == 200
+    assert_401(client.get("/auth/me", headers=bearer(ed.sign(claims(iss=APP, aud=APP)))))
+
+
 # --- tokens that do not -----------------------------------------------------------
 
 

@@ -57,7 +57,9 @@ def test_values_are_parsed():
 def test_token_settings():
     settings = load_settings(env())
     assert settings.jwt_algorithms == ("HS256",)
-    assert (settings.jwt_issuer, settings.jwt_audience, settings.jwks_url) == (None, None, None)
+    assert settings.jwks_url is None
+    assert (settings.hs256_issuer, settings.hs256_audience) == (None, None)
+    assert (settings.jwks_issuer, settings.jwks_audience) == (None, None)
     assert settings.access_token_ttl == 86400
     jwks = load_settings(env(JWT_JWKS_URL="https://app.example.com/api/auth/jwks"))
     assert jwks.jwt_algorithms == ("EdDSA", "HS256")
@@ -66,6 +68,54 @@ def test_token_settings():
     )
     assert chosen.jwt_algorithms == ("RS256", "EdDSA")
     assert not chosen.accepts_shared_secret_tokens
+
+
+def test_issuer_and_audience_per_token_source_default_to_the_shared_ones():
+    jwks_url = "https://app.example.com/api/auth/jwks"
+    shared = load_settings(env(JWT_JWKS_URL=jwks_url, JWT_ISSUER="https://a", JWT_AUDIENCE="b"))
+    assert (shared.hs256_issuer, shared.hs256_audience) == ("https://a", "b")
+    assert (shared.jwks_issuer, shared.jwks_audience) == ("https://a", "b")
+    own = load_settings(
+        env(
+            JWT_JWKS_URL=jwks_url,
+            JWT_ISSUER="https://a",
+            JWT_AUDIENCE="b",
+            JWT_HS256_ISSUER="minter",
+            JWT_JWKS_AUDIENCE="api",
+        )
+    )
+    assert (own.hs256_issuer, own.hs256_audience) == ("minter", "b")
+    assert (own.jwks_issuer, own.jwks_audience) == ("https://a", "api")
+    jwks_only = load_settings(env(JWT_JWKS_URL=jwks_url, JWT_JWKS_ISSUER="https://a"))
+    assert (jwks_only.hs256_issuer, jwks_only.jwks_issuer) == (None, "https://a")
+
+
+def test_session_store_settings():
+    assert load_settings(env()).session_store is None
+    store = load_settings(env(BETTER_AUTH_DATABASE_URL="same")).session_store
+    assert store is not None and store.url == URL
+    assert (store.session_table, store.user_table) == (("session",), ("user",))
+    columns = (store.token_column, store.user_id_column, store.expires_at_column)
+    assert columns == ("token", "userId", "expiresAt")
+    assert (store.user_key_column, store.email_column, store.name_column) == ("id", "email", "name")
+    assert (store.cache_ttl, store.pool_timeout) == (60.0, 5.0)
+    other = "postgresql://reader:s3cret-pw@auth.example.com/better_auth"
+    custom = load_settings(
+        env(
+            BETTER_AUTH_DATABASE_URL=other,
+            BETTER_AUTH_SESSION_TABLE="auth.sessions",
+            BETTER_AUTH_SESSION_COLUMNS=" session_token , user_id,expires_at",
+            BETTER_AUTH_USER_TABLE="users",
+            BETTER_AUTH_USER_COLUMNS="id,email_address,full_name",
+            BETTER_AUTH_SESSION_CACHE_TTL="1.5",
+            DB_POOL_TIMEOUT="2",
+        )
+    ).session_store
+    assert custom is not None and custom.url == other
+    assert (custom.session_table, custom.user_table) == (("auth", "sessions"), ("users",))
+    assert custom.user_id_column == "user_id" and custom.name_column == "full_name"
+    assert (custom.cache_ttl, custom.pool_timeout) == (1.5, 2.0)
+    assert "s3cret-pw" not in repr(custom) and "s3cret-pw" not in custom.display_url
 
 
 def test_production_logs_json_by_default():
@@ -100,6 +150,36 @@ def test_production_logs_json_by_default():
         ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "HS256,"}),
         ("JWT_ALGORITHMS", {"JWT_ALGORITHMS": "EdDSA"}),  # no JWKS to find its keys
         ("JWT_JWKS_REFRESH_INTERVAL", {"JWT_JWKS_REFRESH_INTERVAL": "soon"}),
+        ("JWT_JWKS_ISSUER", {"JWT_JWKS_ISSUER": "https://app"}),  # no JWKS tokens at all
+        ("JWT_JWKS_AUDIENCE", {"JWT_JWKS_AUDIENCE": "https://app"}),
+        (
+            "JWT_HS256_ISSUER",
+            {"JWT_HS256_ISSUER": "x", "JWT_JWKS_URL": "https://a/jwks", "JWT_ALGORITHMS": "EdDSA"},
+        ),
+        (
+            "JWT_HS256_AUDIENCE",
+            {
+                "JWT_HS256_AUDIENCE": "x",
+                "JWT_JWKS_URL": "https://a/jwks",
+                "JWT_ALGORITHMS": "EdDSA",
+            },
+        ),
+        ("BETTER_AUTH_DATABASE_URL", {"BETTER_AUTH_DATABASE_URL": "mysql://x/y"}),
+        ("BETTER_AUTH_DATABASE_URL", {"BETTER_AUTH_DATABASE_URL": "yes"}),
+        *[
+            (name, {"BETTER_AUTH_DATABASE_URL": "same", name: value})
+            for name, value in [
+                ("BETTER_AUTH_SESSION_TABLE", "a.b.c"),
+                ("BETTER_AUTH_SESSION_TABLE", "auth."),
+                ("BETTER_AUTH_USER_TABLE", "x" * 64),
+                ("BETTER_AUTH_SESSION_COLUMNS", "token,userId"),
+                ("BETTER_AUTH_SESSION_COLUMNS", "token,,expiresAt"),
+                ("BETTER_AUTH_USER_COLUMNS", "id,email,name,image"),
+                ("BETTER_AUTH_USER_COLUMNS", "id,e.mail,name"),
+                ("BETTER_AUTH_SESSION_CACHE_TTL", "61"),  # at most a minute
+                ("BETTER_AUTH_SESSION_CACHE_TTL", "-1"),
+            ]
+        ],
         ("LOGIN_MAX_FAILURES", {"LOGIN_MAX_FAILURES": "0"}),
         ("LOGIN_MAX_FAILURES_PER_IP", {"LOGIN_MAX_FAILURES_PER_IP": "x"}),
         ("LOG_LEVEL", {"LOG_LEVEL": "loud"}),
@@ -144,13 +224,13 @@ def test_secrets_stay_out_of_reprs_and_errors():
 
 def test_readme_table_lists_every_setting():
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, flags=re.MULTILINE))
     assert set(SETTINGS) <= documented, f"missing from README: {set(SETTINGS) - documented}"
 
 
 def test_env_example_lists_every_setting():
     example = (ROOT / ".env.example").read_text()
-    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.MULTILINE))
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     assert set(SETTINGS) <= listed, f"missing from .env.example: {set(SETTINGS) - listed}"
 
 

@@ -29,6 +29,7 @@ from todo_server.logs import configure_logging, flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from todo_server.purge import purge_periodically
 from todo_server.schema import SchemaGate
+from todo_server.sessions import SessionStore
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import TokenVerifier
 from todo_server.user_slots import UserSlots
@@ -71,6 +72,8 @@ def create_app(
         gate = SchemaGate(migrations_dir, current=checked)
         pool = create_pool(settings.database, on_connect=gate.check)
         await pool.open(wait=False)
+        if sessions is not None:
+            await sessions.open()
         purging = (
             asyncio.create_task(
                 purge_periodically(
@@ -98,10 +101,17 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
             await pool.close()
+            if sessions is not None:
+                await sessions.close()
             # A worker process may be ended by its signal right after this;
             # write out what is queued first.
             flush_logs()
 
+    sessions = (
+        SessionStore(settings.session_store, settings.secret)
+        if settings.session_store is not None
+        else None
+    )
     login_throttle = LoginThrottle(
         max_per_email=settings.login_max_failures,
         max_per_ip=settings.login_max_failures_per_ip,
@@ -128,7 +138,9 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             allow_credentials=True,
         ),
-        Middleware(AuthMiddleware, verifier=TokenVerifier(settings), routes=routes),
+        Middleware(
+            AuthMiddleware, verifier=TokenVerifier(settings, sessions=sessions), routes=routes
+        ),
         Middleware(BodyLimitMiddleware),
     ]
     return Starlette(

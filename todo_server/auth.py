@@ -3,7 +3,8 @@
 Modelled on Starlette's ``AuthenticationMiddleware`` but pure ASGI and strict:
 non-HTTP scopes pass through; public paths and paths no route serves pass
 through (the router answers 404 or 405); every other route needs
-``Authorization: Bearer <JWT>``. On success the user is written to
+``Authorization: Bearer <token>``: a JWT, or a Better Auth session token when
+its database is configured. On success the user is written to
 ``scope["state"]["user"]``, which handlers read as ``request.state.user``;
 handlers never parse tokens themselves.
 """
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from todo_server.errors import ServiceUnavailable, Unauthorized, api_error_response
+from todo_server.sessions import SessionStoreUnavailable
 from todo_server.tokens import InvalidToken, JwksUnavailable, TokenVerifier
 
 logger = logging.getLogger("todo_server.auth")
@@ -91,6 +93,13 @@ class AuthMiddleware:
             logger.error("cannot verify token: the JWKS could not be fetched")
             response = api_error_response(
                 ServiceUnavailable("Token keys are unavailable; try again shortly"),
+                state.get("request_id"),
+            )
+            await response(scope, receive, send)
+            return
+        except SessionStoreUnavailable:
+            response = api_error_response(
+                ServiceUnavailable("Sessions cannot be checked right now; try again shortly"),
                 state.get("request_id"),
             )
             await response(scope, receive, send)

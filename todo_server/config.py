@@ -92,11 +92,36 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "DB_PREPARE_THRESHOLD": ("5", "Executions before a statement is prepared; none = never"),
     "ACCESS_TOKEN_TTL": ("86400", "Seconds a token from /auth/login or /auth/register lasts"),
-    "JWT_ISSUER": ("(unset)", "Required iss claim of every token, and iss of issued tokens"),
-    "JWT_AUDIENCE": ("(unset)", "Required aud claim of every token, and aud of issued tokens"),
+    "JWT_ISSUER": ("(unset)", "Default of JWT_HS256_ISSUER and JWT_JWKS_ISSUER"),
+    "JWT_AUDIENCE": ("(unset)", "Default of JWT_HS256_AUDIENCE and JWT_JWKS_AUDIENCE"),
+    "JWT_HS256_ISSUER": (
+        "(JWT_ISSUER)",
+        "Required iss of shared-secret (HS256) tokens, and iss of issued tokens",
+    ),
+    "JWT_HS256_AUDIENCE": (
+        "(JWT_AUDIENCE)",
+        "Required aud of shared-secret (HS256) tokens, and aud of issued tokens",
+    ),
+    "JWT_JWKS_ISSUER": ("(JWT_ISSUER)", "Required iss of tokens verified with the JWKS"),
+    "JWT_JWKS_AUDIENCE": ("(JWT_AUDIENCE)", "Required aud of tokens verified with the JWKS"),
     "JWT_JWKS_URL": ("(unset)", "JWKS of a Better Auth frontend, e.g. https://app/api/auth/jwks"),
     "JWT_ALGORITHMS": ("HS256; EdDSA,HS256 with JWT_JWKS_URL", "Accepted token algorithms"),
     "JWT_JWKS_REFRESH_INTERVAL": ("30", "Fewest seconds between JWKS fetches for unknown key ids"),
+    "BETTER_AUTH_DATABASE_URL": (
+        "(unset)",
+        "Better Auth's database, where opaque session tokens are looked up; same = DATABASE_URL",
+    ),
+    "BETTER_AUTH_SESSION_TABLE": ("session", "Better Auth's session table (schema.table allowed)"),
+    "BETTER_AUTH_SESSION_COLUMNS": (
+        "token,userId,expiresAt",
+        "Its token, user id and expiry columns, in that order",
+    ),
+    "BETTER_AUTH_USER_TABLE": ("user", "Better Auth's user table (schema.table allowed)"),
+    "BETTER_AUTH_USER_COLUMNS": ("id,email,name", "Its id, email and name columns, in that order"),
+    "BETTER_AUTH_SESSION_CACHE_TTL": (
+        "60",
+        "Seconds a looked-up session is remembered (0-60); a deleted one works this long at most",
+    ),
     "LOGIN_MAX_FAILURES": ("10", "Failed logins per email in 15 minutes before 429"),
     "LOGIN_MAX_FAILURES_PER_IP": (
         "50",
@@ -156,6 +181,32 @@ class DatabaseSettings:
         return redact_url(self.url)
 
 
+#: A looked-up session may be remembered at most this long (README: opaque session tokens).
+MAX_SESSION_CACHE_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class SessionStoreSettings:
+    """Where Better Auth keeps its sessions, for opaque bearer tokens; no secret in repr."""
+
+    url: str = field(repr=False)
+    session_table: tuple[str, ...] = ("session",)
+    token_column: str = "token"
+    user_id_column: str = "userId"
+    expires_at_column: str = "expiresAt"
+    user_table: tuple[str, ...] = ("user",)
+    user_key_column: str = "id"
+    email_column: str = "email"
+    name_column: str = "name"
+    cache_ttl: float = MAX_SESSION_CACHE_TTL
+    pool_timeout: float = 5.0
+    pool_max_waiting: int = 500
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs, validated."""
@@ -175,11 +226,16 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     access_token_ttl: int = 86400
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    # iss/aud per token source; each None means that claim is not checked.
+    hs256_issuer: str | None = None
+    hs256_audience: str | None = None
+    jwks_issuer: str | None = None
+    jwks_audience: str | None = None
     jwks_url: str | None = None
     jwt_algorithms: tuple[str, ...] = SHARED_SECRET_ALGORITHMS
     jwks_refresh_interval: float = 30.0
+    #: None: opaque (non-JWT) bearer tokens are refused, as before the setting existed.
+    session_store: SessionStoreSettings | None = None
     login_max_failures: int = 10
     login_max_failures_per_ip: int = 50
     registrations_per_ip: int = 10
@@ -370,6 +426,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if production and parts.scheme != "https":
             raise ConfigError("JWT_JWKS_URL", "must use https in production")
 
+    algorithms = _algorithms(env, jwks_url)
+
     return Settings(
         database=database,
         secret=secret,
@@ -388,11 +446,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
-        jwt_issuer=_get(env, "JWT_ISSUER"),
-        jwt_audience=_get(env, "JWT_AUDIENCE"),
+        **_issuers_and_audiences(env, jwks_url, algorithms),
         jwks_url=jwks_url,
-        jwt_algorithms=_algorithms(env, jwks_url),
+        jwt_algorithms=algorithms,
         jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
+        session_store=_session_store(env, database),
         login_max_failures=_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1),
         login_max_failures_per_ip=_int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1),
         registrations_per_ip=_int(env, "REGISTRATIONS_PER_IP", 10, minimum=1),
@@ -503,6 +561,91 @@ def _algorithms(env: Mapping[str, str], jwks_url: str | None) -> tuple[str, ...]
         if name not in chosen:
             chosen.append(name)
     return tuple(chosen)
+
+
+def _issuers_and_audiences(
+    env: Mapping[str, str], jwks_url: str | None, algorithms: tuple[str, ...]
+) -> dict[str, str | None]:
+    """The iss/aud each token source must carry.
+
+    JWT_ISSUER and JWT_AUDIENCE were once checked on every token; they are now
+    the defaults of both sources, so a deployment that sets only them behaves
+    as before, and one that serves two kinds of frontend sets each source's own.
+    """
+    issuer, audience = _get(env, "JWT_ISSUER"), _get(env, "JWT_AUDIENCE")
+    for name in ("JWT_JWKS_ISSUER", "JWT_JWKS_AUDIENCE"):
+        if _get(env, name) is not None and jwks_url is None:
+            raise ConfigError(name, "applies to JWKS tokens; set JWT_JWKS_URL too")
+    for name in ("JWT_HS256_ISSUER", "JWT_HS256_AUDIENCE"):
+        if _get(env, name) is not None and "HS256" not in algorithms:
+            raise ConfigError(name, "applies to HS256 tokens, which JWT_ALGORITHMS leaves out")
+    return {
+        "hs256_issuer": _get(env, "JWT_HS256_ISSUER") or issuer,
+        "hs256_audience": _get(env, "JWT_HS256_AUDIENCE") or audience,
+        "jwks_issuer": _get(env, "JWT_JWKS_ISSUER") or issuer,
+        "jwks_audience": _get(env, "JWT_JWKS_AUDIENCE") or audience,
+    }
+
+
+def _session_store(
+    env: Mapping[str, str], database: DatabaseSettings
+) -> SessionStoreSettings | None:
+    """Better Auth's session table, when opaque session tokens are accepted."""
+    text = _get(env, "BETTER_AUTH_DATABASE_URL")
+    if text is None:
+        return None
+    if text.lower() == "same":
+        url = database.url
+    elif urlsplit(text).scheme in ("postgresql", "postgres"):
+        url = text
+    else:
+        raise ConfigError("BETTER_AUTH_DATABASE_URL", "must be a postgresql:// URL or same")
+    token, user_id, expires_at = _columns(
+        env, "BETTER_AUTH_SESSION_COLUMNS", "token,userId,expiresAt"
+    )
+    user_key, email, name = _columns(env, "BETTER_AUTH_USER_COLUMNS", "id,email,name")
+    return SessionStoreSettings(
+        url=url,
+        session_table=_table(env, "BETTER_AUTH_SESSION_TABLE", "session"),
+        token_column=token,
+        user_id_column=user_id,
+        expires_at_column=expires_at,
+        user_table=_table(env, "BETTER_AUTH_USER_TABLE", "user"),
+        user_key_column=user_key,
+        email_column=email,
+        name_column=name,
+        cache_ttl=_seconds(
+            env,
+            "BETTER_AUTH_SESSION_CACHE_TTL",
+            MAX_SESSION_CACHE_TTL,
+            allow_zero=True,
+            maximum=MAX_SESSION_CACHE_TTL,
+        ),
+        pool_timeout=database.pool_timeout,
+        pool_max_waiting=database.pool_max_waiting,
+    )
+
+
+def _identifier(name: str, text: str) -> str:
+    """One SQL identifier as Better Auth's adapters spell it (quoted where it is used)."""
+    if not text or len(text.encode()) > 63 or any(ord(c) < 0x20 or c == "." for c in text):
+        raise ConfigError(name, f"{text!r} is not a table or column name")
+    return text
+
+
+def _table(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    parts = (_get(env, name) or default).split(".")
+    if len(parts) > 2:
+        raise ConfigError(name, "must be a table name or schema.table")
+    return tuple(_identifier(name, part) for part in parts)
+
+
+def _columns(env: Mapping[str, str], name: str, default: str) -> tuple[str, str, str]:
+    parts = [part.strip() for part in (_get(env, name) or default).split(",")]
+    if len(parts) != 3:
+        raise ConfigError(name, f"must name three columns, like {default}")
+    first, second, third = (_identifier(name, part) for part in parts)
+    return first, second, third
 
 
 def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:

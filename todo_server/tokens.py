@@ -8,22 +8,32 @@ Three sources are accepted:
 3. Better Auth JWT-plugin tokens, checked against the frontend's JWKS
    (EdDSA by default; RS/PS/ES also possible).
 
+A bearer that is not a JWT can still be a Better Auth session token; those are
+looked up in Better Auth's database (``sessions.py``) when one is configured.
+
 The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared
 secret, and asymmetric algorithms only ever meet a JWKS key whose own algorithm
 must match, so a public key can never be replayed as an HMAC secret.
+
+Each family has its own required ``iss``/``aud`` (``JWT_HS256_*`` for 1 and 2,
+which cannot be told apart; ``JWT_JWKS_*`` for 3), so one deployment can serve a
+JWT-plugin frontend whose tokens carry them and a minting frontend whose do not.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from todo_server.config import Settings
 from todo_server.jwks import JwksCache, JwksUnavailable
+
+if TYPE_CHECKING:
+    from todo_server.sessions import SessionStore
 
 MAX_TOKEN_BYTES = 8 * 1024
 #: Verified tokens remembered until they expire; the oldest goes first when full.
@@ -64,10 +74,11 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
         "iat": now,
         "exp": now + settings.access_token_ttl,
     }
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
+    # Our tokens are HS256 like a frontend's, and verified by the same rules.
+    if settings.hs256_issuer:
+        claims["iss"] = settings.hs256_issuer
+    if settings.hs256_audience:
+        claims["aud"] = settings.hs256_audience
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
@@ -82,32 +93,56 @@ def is_storable_text(value: str) -> bool:
     return True
 
 
-def _optional_text(value: Any, limit: int) -> str | None:
+def optional_text(value: Any, limit: int) -> str | None:
     """A profile claim worth keeping, or None; odd claims are dropped, not fatal."""
     if not isinstance(value, str) or not value or not is_storable_text(value):
         return None
     return value[:limit]
 
 
+def checked_subject(subject: Any) -> str:
+    """A user id fit to own tasks: non-empty storable text of at most 255 characters."""
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidToken("empty sub")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise InvalidToken("sub over 255 characters")
+    if not is_storable_text(subject):
+        raise InvalidToken("sub with control characters or invalid Unicode")
+    return subject
+
+
 class TokenVerifier:
     """Checks a bearer token against the configured sources and returns its user."""
 
-    def __init__(self, settings: Settings, jwks: JwksCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jwks: JwksCache | None = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.settings = settings
         self.algorithms = settings.jwt_algorithms
         self.jwks = jwks
         if jwks is None and settings.jwks_url:
             self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
+        self.sessions = sessions
         self._cache: dict[str, tuple[AuthUser, int]] = {}
 
     async def verify(self, token: str) -> AuthUser:
-        """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``).
+        """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``,
+        ``SessionStoreUnavailable``).
+
+        A JWT has exactly two dots; Better Auth's session tokens have none, and
+        their signed cookie form one, so anything else goes to the session
+        store when there is one (``sessions.py``).
 
         A token verified once is remembered until it expires (with the same
         leeway), keyed by its exact text: clients send the same token with
         every request, and re-checking its signature cost about 120 us each
         time on our machines. Refused tokens are never remembered.
         """
+        if self.sessions is not None and token.count(".") != 2:
+            return await self.sessions.user_for(token)
         cached = self._cache.get(token)
         if cached is not None:
             user, expires_at = cached
@@ -135,6 +170,7 @@ class TokenVerifier:
         required = ["exp", "sub"]
         if algorithm == "HS256":
             key = self.settings.secret
+            issuer, audience = self.settings.hs256_issuer, self.settings.hs256_audience
         else:
             kid = header.get("kid")
             if not isinstance(kid, str) or self.jwks is None:
@@ -143,6 +179,7 @@ class TokenVerifier:
             if key is None:
                 raise InvalidToken(f"unknown kid {kid[:64]!r}")
             required.append("iat")
+            issuer, audience = self.settings.jwks_issuer, self.settings.jwks_audience
 
         try:
             claims = jwt.decode(
@@ -150,12 +187,12 @@ class TokenVerifier:
                 key=key,
                 algorithms=[algorithm],
                 leeway=LEEWAY_SECONDS,
-                issuer=self.settings.jwt_issuer,
-                audience=self.settings.jwt_audience,
+                issuer=issuer,
+                audience=audience,
                 options={
                     "require": required,
-                    "verify_aud": self.settings.jwt_audience is not None,
-                    "verify_iss": self.settings.jwt_issuer is not None,
+                    "verify_aud": audience is not None,
+                    "verify_iss": issuer is not None,
                 },
             )
         except jwt.ExpiredSignatureError:
@@ -165,17 +202,10 @@ class TokenVerifier:
 
         if int(claims["exp"]) > MAX_EXPIRY:  # PyJWT checked that int() takes it
             raise InvalidToken("exp after year 9999")
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject.strip():
-            raise InvalidToken("empty sub")
-        if len(subject) > MAX_SUBJECT_LENGTH:
-            raise InvalidToken("sub over 255 characters")
-        if not is_storable_text(subject):
-            raise InvalidToken("sub with control characters or invalid Unicode")
         return AuthUser(
-            id=subject,
-            email=_optional_text(claims.get("email"), 254),
-            name=_optional_text(claims.get("name"), 100),
+            id=checked_subject(claims.get("sub")),
+            email=optional_text(claims.get("email"), 254),
+            name=optional_text(claims.get("name"), 100),
             claims=claims,
         )
 
