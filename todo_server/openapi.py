@@ -733,7 +733,14 @@ def build_document(compatible: bool = False) -> dict[str, Any]:
             "parameters": parameters(),
             "headers": headers(),
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT (Better Auth's JWT plugin, a frontend's HS256 token, or"
+                    " one from /auth/login); or, with BETTER_AUTH_DATABASE_URL set, a Better"
+                    " Auth session token (raw, or the signed cookie value)",
+                },
                 "oauth2": {
                     "type": "oauth2",
                     "description": "Local accounts: the password flow against /auth/login",
