@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.tokens import bearer, frontend_token
+from todo_server.tokens import own_signing_key
 
 PASSWORD = "correct horse battery"
 
@@ -58,7 +59,10 @@ def test_issued_token_carries_the_contract_claims(make_client):
         JWT_ISSUER="https://api.example.com", JWT_AUDIENCE="todo", ACCESS_TOKEN_TTL="600"
     )
     body = register(client, name="Ada").json()
-    claims = jwt.decode(body["access_token"], TEST_SECRET, algorithms=["HS256"], audience="todo")
+    token = body["access_token"]
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": "HS256", "typ": "JWT", "kid": "todo-server-1"}
+    claims = jwt.decode(token, own_signing_key(TEST_SECRET), algorithms=["HS256"], audience="todo")
     assert claims == {
         "sub": body["user"]["id"],
         "email": "ada@example.com",
@@ -67,7 +71,11 @@ def test_issued_token_carries_the_contract_claims(make_client):
         "exp": claims["iat"] + 600,
         "iss": "https://api.example.com",
         "aud": "todo",
+        "token_use": "todo-server-access",
     }
+    # Signed with a key of its own: the shared secret itself does not verify it.
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="todo")
     assert body["expires_in"] == 600
 
 
@@ -85,7 +93,7 @@ def test_issued_tokens_carry_the_hs256_source_issuer_and_audience(make_client):
         JWT_HS256_AUDIENCE="todo",
     )
     token = register(client).json()["access_token"]
-    claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="todo")
+    claims = jwt.decode(token, own_signing_key(TEST_SECRET), algorithms=["HS256"], audience="todo")
     assert (claims["iss"], claims["aud"]) == ("https://api.example.com", "todo")
     assert client.get("/auth/me", headers=bearer(token)).status_code == 200
 

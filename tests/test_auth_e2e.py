@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import settings_env
 from tests.liveserver import LiveServer
-from tests.tokens import JwksServer, SigningKey, bearer, claims, frontend_token
+from tests.tokens import JwksServer, SigningKey, bearer, frontend_token
 
 PASSWORD = "correct horse battery"
 
@@ -29,6 +29,7 @@ def test_all_three_token_sources_and_key_rotation(database_url, db, jwks):
         database_url,
         JWT_JWKS_URL=jwks.url,
         JWT_ALGORITHMS="EdDSA,RS256,HS256",
+        JWT_FRONTEND_HS256="on",
         JWT_JWKS_REFRESH_INTERVAL="1",
     )
     with LiveServer(env) as server, httpx2.Client(base_url=server.base_url) as http:
@@ -46,7 +47,7 @@ def test_all_three_token_sources_and_key_rotation(database_url, db, jwks):
 
         # 3. Better Auth JWT-plugin tokens, Ed25519 and RS256, from the JWKS.
         for key in jwks.keys:
-            token = key.sign(claims("ba-user", email="ba@x.io", name="Ba"))
+            token = key.sign(jwks.claims("ba-user", email="ba@x.io", name="Ba"))
             me = http.get("/auth/me", headers=bearer(token))
             assert me.json() == {"id": "ba-user", "email": "ba@x.io", "name": "Ba"}
         assert jwks.fetches == 1
@@ -55,7 +56,7 @@ def test_all_three_token_sources_and_key_rotation(database_url, db, jwks):
         rotated = SigningKey.ed25519("ed-2")
         jwks.keys = [rotated]
         time.sleep(1.05)
-        me = http.get("/auth/me", headers=bearer(rotated.sign(claims("ba-user"))))
+        me = http.get("/auth/me", headers=bearer(rotated.sign(jwks.claims("ba-user"))))
         assert me.status_code == 200
         assert jwks.fetches == 2
 
@@ -64,9 +65,9 @@ def test_unknown_kid_flood_is_not_a_fetch_flood(database_url, db, jwks):
     env = settings_env(database_url, JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA")
     ed = jwks.keys[0]
     with LiveServer(env) as server, httpx2.Client(base_url=server.base_url) as http:
-        assert http.get("/auth/me", headers=bearer(ed.sign(claims()))).status_code == 200
+        assert http.get("/auth/me", headers=bearer(ed.sign(jwks.claims()))).status_code == 200
         for _ in range(100):
-            token = ed.sign(claims(), kid=uuid.uuid4().hex)
+            token = ed.sign(jwks.claims(), kid=uuid.uuid4().hex)
             r = http.get("/auth/me", headers=bearer(token))
             assert r.status_code == 401
             assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'

@@ -13,16 +13,26 @@ import pytest
 from tests.conftest import TEST_SECRET
 from tests.tokens import JwksServer, SigningKey, bearer, claims, frontend_token, hs256
 
-INVALID = 'Bearer error="invalid_token"'
+INVALID = 'Bearer error="invalid_token", error_description="'
 
 
-def assert_401(r, www_authenticate: str = INVALID) -> None:
+def assert_401(r, why: str | None = None, *, www_authenticate: str | None = None) -> None:
+    """A 401 in the error format; for a refused token, its reason in header and message."""
     assert r.status_code == 401, r.text
-    assert r.headers["www-authenticate"] == www_authenticate
     body = r.json()
     assert body["code"] == "unauthorized"
     assert body["details"] is None
     assert body["request_id"] == r.headers["x-request-id"]
+    if www_authenticate is not None:
+        assert r.headers["www-authenticate"] == www_authenticate
+        return
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith(INVALID) and challenge.endswith('"'), challenge
+    given = challenge[len(INVALID) : -1]
+    if why is not None:
+        assert given == why, challenge
+    expected = "Token has expired" if given == "expired" else f"Invalid token: {given}"
+    assert body["message"] == expected
 
 
 @pytest.fixture
@@ -34,7 +44,14 @@ def jwks():
 
 @pytest.fixture
 def jwks_client(make_client, jwks):
-    return make_client(JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,RS256,HS256")
+    # iss/aud are the subject of their own tests below; here, the keys.
+    return make_client(
+        JWT_JWKS_URL=jwks.url,
+        JWT_ALGORITHMS="EdDSA,RS256,HS256",
+        JWT_FRONTEND_HS256="on",
+        JWT_JWKS_ISSUER="any",
+        JWT_JWKS_AUDIENCE="any",
+    )
 
 
 # --- tokens that work ---------------------------------------------------------
@@ -95,6 +112,7 @@ def test_one_server_serves_a_jwks_frontend_and_an_hs256_frontend(make_client, jw
     client = make_client(
         JWT_JWKS_URL=jwks.url,
         JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_FRONTEND_HS256="on",
         JWT_JWKS_ISSUER=APP,
         JWT_JWKS_AUDIENCE=APP,
     )
@@ -107,14 +125,20 @@ def test_one_server_serves_a_jwks_frontend_and_an_hs256_frontend(make_client, jw
     assert r.status_code == 200, r.text
     assert r.json()["id"] == "minted_user"
     # The JWKS source keeps its own checks.
-    for bad in (claims("x"), claims("x", iss=APP), claims("x", iss="https://evil", aud=APP)):
-        assert_401(client.get("/auth/me", headers=bearer(ed.sign(bad))))
+    for bad, why in (
+        (claims("x"), "missing claim"),
+        (claims("x", iss=APP), "missing claim"),
+        (claims("x", iss="https://evil", aud=APP), "wrong issuer"),
+        (claims("x", iss=APP, aud="https://evil"), "wrong audience"),
+    ):
+        assert_401(client.get("/auth/me", headers=bearer(ed.sign(bad))), why)
 
 
 def test_hs256_issuer_and_audience_apply_to_hs256_tokens_only(make_client, jwks):
     client = make_client(
         JWT_JWKS_URL=jwks.url,
         JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_FRONTEND_HS256="on",
         JWT_HS256_ISSUER="next-app",
         JWT_HS256_AUDIENCE="todo-api",
     )
@@ -126,15 +150,19 @@ def test_hs256_issuer_and_audience_apply_to_hs256_tokens_only(make_client, jwks)
         frontend_token(iss=APP, aud="todo-api"),
     ):
         assert_401(client.get("/auth/me", headers=bearer(bad)))
-    # A JWKS token without iss/aud is not held to the HS256 source's settings.
-    plain = jwks.keys[0].sign(claims("ba_user"))
+    # A JWKS token is not held to the HS256 source's settings.
+    plain = jwks.keys[0].sign(jwks.claims("ba_user"))
     assert client.get("/auth/me", headers=bearer(plain)).status_code == 200
 
 
 def test_jwt_issuer_and_audience_alone_still_apply_to_both_sources(make_client, jwks):
     """A deployment configured before the per-source settings behaves as it did."""
     client = make_client(
-        JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,HS256", JWT_ISSUER=APP, JWT_AUDIENCE=APP
+        JWT_JWKS_URL=jwks.url,
+        JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_FRONTEND_HS256="on",
+        JWT_ISSUER=APP,
+        JWT_AUDIENCE=APP,
     )
     ed = jwks.keys[0]
     assert (
@@ -151,6 +179,7 @@ def test_per_source_settings_override_the_shared_ones(make_client, jwks):
     client = make_client(
         JWT_JWKS_URL=jwks.url,
         JWT_ALGORITHMS="EdDSA,HS256",
+        JWT_FRONTEND_HS256="on",
         JWT_ISSUER=APP,
         JWT_AUDIENCE=APP,
         JWT_HS256_ISSUER="next-app",
@@ -169,12 +198,12 @@ def test_per_source_settings_override_the_shared_ones(make_client, jwks):
 
 
 def test_missing_header_is_401_with_plain_bearer_challenge(client):
-    assert_401(client.get("/auth/me"), "Bearer")
+    assert_401(client.get("/auth/me"), www_authenticate="Bearer")
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   "])
 def test_other_schemes_and_empty_bearer_are_401(client, header):
-    assert_401(client.get("/auth/me", headers={"Authorization": header}), "Bearer")
+    assert_401(client.get("/auth/me", headers={"Authorization": header}), www_authenticate="Bearer")
 
 
 @pytest.mark.parametrize(
@@ -211,9 +240,9 @@ def test_algorithm_outside_the_allow_list_is_401(client):
 
 def test_hs256_is_refused_when_only_jwks_algorithms_are_allowed(make_client, jwks):
     client = make_client(JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA,RS256")
-    assert_401(client.get("/auth/me", headers=bearer(frontend_token())))
+    assert_401(client.get("/auth/me", headers=bearer(frontend_token())), "algorithm not allowed")
     ed = jwks.keys[0]
-    assert client.get("/auth/me", headers=bearer(ed.sign(claims()))).status_code == 200
+    assert client.get("/auth/me", headers=bearer(ed.sign(jwks.claims()))).status_code == 200
 
 
 def test_public_key_presented_as_hs256_secret_is_401(jwks_client, jwks):
@@ -309,11 +338,11 @@ def test_rotated_key_is_picked_up(make_client, jwks):
         JWT_JWKS_URL=jwks.url, JWT_ALGORITHMS="EdDSA", JWT_JWKS_REFRESH_INTERVAL="0.2"
     )
     old = jwks.keys[0]
-    assert client.get("/auth/me", headers=bearer(old.sign(claims()))).status_code == 200
+    assert client.get("/auth/me", headers=bearer(old.sign(jwks.claims()))).status_code == 200
     new = SigningKey.ed25519("ed-2")
     jwks.keys = [new]
     time.sleep(0.25)
-    assert client.get("/auth/me", headers=bearer(new.sign(claims()))).status_code == 200
+    assert client.get("/auth/me", headers=bearer(new.sign(jwks.claims()))).status_code == 200
 
 
 def test_flood_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval(jwks_client, jwks):

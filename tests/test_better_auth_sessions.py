@@ -92,10 +92,14 @@ def delete_session(better_auth_url: str, token: str) -> None:
         assert conn.execute("DELETE FROM session WHERE token = %s", (token,)).rowcount == 1
 
 
-def assert_401(r, message: str = "Invalid token") -> None:
+def assert_401(r, why: str | None = None, message: str | None = None) -> None:
+    """401 with RFC 6750's challenge; its short reason, when given, in header and message."""
     assert r.status_code == 401, r.text
-    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-    assert r.json()["message"] == message
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="invalid_token", error_description="'), challenge
+    if why is not None:
+        assert challenge.endswith(f'error_description="{why}"'), challenge
+        assert r.json()["message"] == message or f"Invalid token: {why}"
 
 
 def assert_503(r) -> None:
@@ -193,8 +197,8 @@ def test_sign_out_stops_the_token_within_the_cache_lifetime(session_client, bett
     while client.get("/auth/me", headers=bearer(ada.token)).status_code == 200:
         assert time.monotonic() - signed_out < 1.5, "still accepted after the cache lifetime"
         time.sleep(0.05)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)))
-    assert_401(client.get("/auth/me", headers=bearer(ada.cookie)))
+    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "unknown session")
+    assert_401(client.get("/auth/me", headers=bearer(ada.cookie)), "unknown session")
 
 
 def test_a_looked_up_session_is_remembered_for_the_cache_lifetime(
@@ -220,7 +224,7 @@ def test_expired_session_is_401(session_client, better_auth, better_auth_url):
     client = session_client()
     ada = better_auth.sign_up("Ada")
     expire(better_auth_url, ada.token, -60)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "Session has expired")
+    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
 
 
 def test_a_session_that_never_expires_opens_the_api(session_client, better_auth, better_auth_url):
@@ -239,7 +243,7 @@ def test_a_remembered_session_ends_at_its_expiry(session_client, better_auth, be
     expire(better_auth_url, ada.token, 1.0)
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
     time.sleep(1.1)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "Session has expired")
+    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
 
 
 def test_unknown_and_malformed_tokens_are_401(session_client, better_auth):
@@ -269,7 +273,7 @@ def test_a_signature_made_with_another_secret_is_401(session_client, better_auth
     finally:
         other.stop()
     client = session_client()
-    assert_401(client.get("/auth/me", headers=bearer(ada.cookie)))
+    assert_401(client.get("/auth/me", headers=bearer(ada.cookie)), "bad signature")
     # The raw token carries no signature; it is the session's, so it opens the API.
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
 

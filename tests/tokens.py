@@ -89,8 +89,14 @@ class JwksServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/auth/jwks"
+        #: What Better Auth's JWT plugin writes into iss and aud: its base URL's origin.
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
+
+    def claims(self, sub: str = "user_1", **extra: Any) -> dict[str, Any]:
+        """A JWT plugin token's claims, with this server's origin as iss and aud."""
+        return claims(sub, **{"iss": self.origin, "aud": self.origin, **extra})
 
     def close(self) -> None:
         self.server.shutdown()

@@ -68,6 +68,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        for note in settings.notes:  # what loading the settings decided, for the operator
+            logger.warning("settings: %s", note)
         checked = await refuse_pending_migrations(settings, migrations_dir)
         gate = SchemaGate(migrations_dir, current=checked)
         pool = create_pool(settings.database, on_connect=gate.check)

@@ -84,9 +84,7 @@ class AuthMiddleware:
             state["user"] = await self.verifier.verify(token)
         except InvalidToken as exc:
             logger.warning("authentication failed: %s", exc.reason)
-            error = Unauthorized(
-                exc.public, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
+            error = Unauthorized(exc.public, headers={"WWW-Authenticate": exc.challenge})
             await api_error_response(error, state.get("request_id"))(scope, receive, send)
             return
         except JwksUnavailable:

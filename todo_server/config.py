@@ -37,6 +37,17 @@ API_DIALECTS = ("standard", "compatible")
 
 #: HS256 is verified with BETTER_AUTH_SECRET; the others only with keys from the JWKS.
 SHARED_SECRET_ALGORITHMS = ("HS256",)
+#: Secrets copied from examples (ours, Better Auth's docs, common tutorials).
+KNOWN_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me-to-a-long-random-secret-of-32-characters-or-more",
+        "better-auth-secret-12345678901234567890",
+        "your-secret-key-here-at-least-32-characters",
+        "your-super-secret-key-change-this-in-production",
+        "supersecretkeysupersecretkeysupersecretkey",
+        "a-string-secret-at-least-256-bits-long",
+    }
+)
 JWKS_ALGORITHMS = (
     "EdDSA",
     "RS256",
@@ -102,8 +113,18 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "(JWT_AUDIENCE)",
         "Required aud of shared-secret (HS256) tokens, and aud of issued tokens",
     ),
-    "JWT_JWKS_ISSUER": ("(JWT_ISSUER)", "Required iss of tokens verified with the JWKS"),
-    "JWT_JWKS_AUDIENCE": ("(JWT_AUDIENCE)", "Required aud of tokens verified with the JWKS"),
+    "JWT_JWKS_ISSUER": (
+        "(JWT_ISSUER, else JWT_JWKS_URL's origin)",
+        "Required iss of JWKS tokens (a URL counts by its origin); any = unchecked",
+    ),
+    "JWT_JWKS_AUDIENCE": (
+        "(JWT_AUDIENCE, else JWT_JWKS_URL's origin)",
+        "Required aud of JWKS tokens (a URL counts by its origin); any = unchecked",
+    ),
+    "JWT_FRONTEND_HS256": (
+        "on without JWT_JWKS_URL, off with it",
+        "Accept HS256 tokens a frontend mints with BETTER_AUTH_SECRET (on or off)",
+    ),
     "JWT_JWKS_URL": ("(unset)", "JWKS of a Better Auth frontend, e.g. https://app/api/auth/jwks"),
     "JWT_ALGORITHMS": ("HS256; EdDSA,HS256 with JWT_JWKS_URL", "Accepted token algorithms"),
     "JWT_JWKS_REFRESH_INTERVAL": ("30", "Fewest seconds between JWKS fetches for unknown key ids"),
@@ -231,6 +252,9 @@ class Settings:
     hs256_audience: str | None = None
     jwks_issuer: str | None = None
     jwks_audience: str | None = None
+    frontend_hs256: bool = True
+    #: What loading decided that an operator should hear about, logged at start-up.
+    notes: tuple[str, ...] = field(default=(), compare=False)
     jwks_url: str | None = None
     jwt_algorithms: tuple[str, ...] = SHARED_SECRET_ALGORITHMS
     jwks_refresh_interval: float = 30.0
@@ -427,6 +451,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError("JWT_JWKS_URL", "must use https in production")
 
     algorithms = _algorithms(env, jwks_url)
+    notes: list[str] = []
+    issuers = _issuers_and_audiences(env, jwks_url, algorithms, notes)
+    frontend_hs256 = _switch(env, "JWT_FRONTEND_HS256", jwks_url is None)
+    if frontend_hs256 and "HS256" not in algorithms:
+        raise ConfigError("JWT_FRONTEND_HS256", "is on, but JWT_ALGORITHMS leaves out HS256")
+    if frontend_hs256 and jwks_url is not None:
+        notes.append(
+            "JWT_FRONTEND_HS256=on with a JWKS: HS256 tokens signed with BETTER_AUTH_SECRET are"
+            " accepted too, which Better Auth's own cookie-cache and verification tokens also are"
+            " (those are refused by their claims)"
+        )
+    if secret.lower() in KNOWN_PLACEHOLDER_SECRETS or len(set(secret)) < 6:
+        notes.append(
+            "BETTER_AUTH_SECRET looks like a placeholder from an example; anyone who has read"
+            " that example can mint tokens: generate one (openssl rand -base64 32)"
+        )
 
     return Settings(
         database=database,
@@ -446,7 +486,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "LOG_FORMAT", "json" if production else "text", LOG_FORMATS),
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
-        **_issuers_and_audiences(env, jwks_url, algorithms),
+        **issuers,
+        frontend_hs256=frontend_hs256,
+        notes=tuple(notes),
         jwks_url=jwks_url,
         jwt_algorithms=algorithms,
         jwks_refresh_interval=_seconds(env, "JWT_JWKS_REFRESH_INTERVAL", 30.0, allow_zero=True),
@@ -564,13 +606,19 @@ def _algorithms(env: Mapping[str, str], jwks_url: str | None) -> tuple[str, ...]
 
 
 def _issuers_and_audiences(
-    env: Mapping[str, str], jwks_url: str | None, algorithms: tuple[str, ...]
+    env: Mapping[str, str], jwks_url: str | None, algorithms: tuple[str, ...], notes: list[str]
 ) -> dict[str, str | None]:
     """The iss/aud each token source must carry.
 
     JWT_ISSUER and JWT_AUDIENCE were once checked on every token; they are now
     the defaults of both sources, so a deployment that sets only them behaves
     as before, and one that serves two kinds of frontend sets each source's own.
+
+    JWKS tokens come from Better Auth's JWT plugin, which writes
+    ``new URL(baseURL).origin`` into both claims: a URL configured for them
+    counts by its origin (``https://app.example.com/auth/`` is
+    ``https://app.example.com``), and unset they default to the JWKS URL's
+    origin, as Better Auth's own do. ``any`` turns the check off.
     """
     issuer, audience = _get(env, "JWT_ISSUER"), _get(env, "JWT_AUDIENCE")
     for name in ("JWT_JWKS_ISSUER", "JWT_JWKS_AUDIENCE"):
@@ -579,12 +627,69 @@ def _issuers_and_audiences(
     for name in ("JWT_HS256_ISSUER", "JWT_HS256_AUDIENCE"):
         if _get(env, name) is not None and "HS256" not in algorithms:
             raise ConfigError(name, "applies to HS256 tokens, which JWT_ALGORITHMS leaves out")
+    jwks: dict[str, str | None] = {"jwks_issuer": None, "jwks_audience": None}
+    if jwks_url is not None:
+        jwks_origin = url_origin(jwks_url)
+        for key, name, fallback in (
+            ("jwks_issuer", "JWT_JWKS_ISSUER", issuer),
+            ("jwks_audience", "JWT_JWKS_AUDIENCE", audience),
+        ):
+            given = _get(env, name)
+            value = given or fallback
+            if value is None:
+                jwks[key] = jwks_origin
+            elif value.lower() == "any":
+                notes.append(f"{name}=any: the {key.split('_')[1]} of JWKS tokens is not checked")
+            else:
+                origin = url_origin(value)
+                if origin is not None and origin != value:
+                    source = name if given else name.replace("JWKS_", "")
+                    notes.append(
+                        f"{source} {value!r} is taken as its origin {origin!r} for JWKS tokens,"
+                        " as Better Auth writes it"
+                    )
+                jwks[key] = origin or value
+        if jwks["jwks_issuer"] is not None and jwks["jwks_issuer"] != jwks_origin:
+            notes.append(
+                f"the JWKS issuer {jwks['jwks_issuer']!r} is not JWT_JWKS_URL's origin"
+                f" {jwks_origin!r}: Better Auth writes its base URL's origin; check both"
+            )
     return {
         "hs256_issuer": _get(env, "JWT_HS256_ISSUER") or issuer,
         "hs256_audience": _get(env, "JWT_HS256_AUDIENCE") or audience,
-        "jwks_issuer": _get(env, "JWT_JWKS_ISSUER") or issuer,
-        "jwks_audience": _get(env, "JWT_JWKS_AUDIENCE") or audience,
+        **jwks,
     }
+
+
+def url_origin(value: str) -> str | None:
+    """The origin of an http(s) URL as a browser's ``new URL(value).origin``; None if not one.
+
+    Scheme and host in lower case, the port only when it is not the scheme's default.
+    """
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = _get(env, name)
+    if text is None:
+        return default
+    if text.lower() in ("on", "true", "1", "yes"):
+        return True
+    if text.lower() in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(name, f"must be on or off, got {text!r}")
 
 
 def _session_store(

@@ -98,20 +98,20 @@ def session_token(presented: str, secret: bytes) -> str:
     The cookie value may come as the browser stores it (URL-encoded) or decoded.
     """
     if len(presented) > MAX_PRESENTED_LENGTH:
-        raise InvalidToken("session token too long")
+        raise InvalidToken("session token too long", "too large")
     value = presented
     if "%" in value:
         try:
             value = unquote(value, errors="strict")
         except UnicodeDecodeError:
-            raise InvalidToken("session token: bad percent-encoding") from None
+            raise InvalidToken("session token: bad percent-encoding", "not a JWT") from None
     token, dot, signature = value.rpartition(".")
     if not dot:
         token = value
     if not TOKEN_PATTERN.fullmatch(token):
-        raise InvalidToken("neither a JWT nor a session token")
+        raise InvalidToken("neither a JWT nor a session token", "not a JWT")
     if dot and not signature_matches(token, signature, secret):
-        raise InvalidToken("session token: bad signature")
+        raise InvalidToken("session token: bad signature", "bad signature")
     return token
 
 
@@ -182,10 +182,10 @@ class SessionStore:
             self._cache.pop(token, None)
         row = await self._lookup(token)
         if row is None:
-            raise InvalidToken("unknown session token")
+            raise InvalidToken("unknown session token", "unknown session")
         expires_in = row["expires_in"]
         if expires_in is None or expires_in <= 0:
-            raise InvalidToken("session expired", "Session has expired")
+            raise InvalidToken("session expired", "expired", "Session has expired")
         user = AuthUser(
             id=checked_subject(row["user_id"]),
             email=optional_text(row["email"], 254),

@@ -3,8 +3,10 @@
 Three sources are accepted:
 
 1. tokens this service issues at ``/auth/login`` and ``/auth/register``
-   (HS256 with ``BETTER_AUTH_SECRET``);
-2. tokens a frontend mints itself with the same shared secret (HS256);
+   (HS256 with a key derived from ``BETTER_AUTH_SECRET`` for that purpose only,
+   marked by ``kid`` and ``token_use``);
+2. tokens a frontend mints itself with the shared secret (HS256), when
+   ``JWT_FRONTEND_HS256`` is on (by default only without a JWKS);
 3. Better Auth JWT-plugin tokens, checked against the frontend's JWKS
    (EdDSA by default; RS/PS/ES also possible).
 
@@ -23,6 +25,8 @@ JWT-plugin frontend whose tokens carry them and a minting frontend whose do not.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,12 +50,27 @@ MAX_EXPIRY = 253402300799
 
 
 class InvalidToken(Exception):
-    """The token was refused; ``reason`` is for logs, ``public`` for the client."""
+    """The token was refused.
 
-    def __init__(self, reason: str, public: str = "Invalid token") -> None:
+    ``reason`` is for the log and may name details; ``why`` is for the client,
+    in ``WWW-Authenticate``'s ``error_description`` and the error message: a
+    short fixed phrase that never echoes the token, its claims or key material,
+    so a misconfigured issuer or an expired token can be told apart from a
+    forgery without the response teaching an attacker anything.
+    """
+
+    def __init__(self, reason: str, why: str = "invalid", public: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.public = public
+        self.why = why
+        self.public = public or (
+            "Token has expired" if why == "expired" else f"Invalid token: {why}"
+        )
+
+    @property
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value (RFC 6750, section 3)."""
+        return f'Bearer error="invalid_token", error_description="{self.why}"'
 
 
 @dataclass(frozen=True)
@@ -64,8 +83,38 @@ class AuthUser:
     claims: dict[str, Any] = field(repr=False, compare=False)
 
 
+#: The ``kid`` and ``token_use`` that mark a token as issued by this service.
+OWN_KEY_ID = "todo-server-1"
+OWN_TOKEN_USE = "todo-server-access"
+#: Claims only Better Auth's own HS256 tokens carry (its cookie-cache JWT holds
+#: ``session`` and ``user``; e-mail verification tokens ``updateTo`` and
+#: ``userId``): refused as access tokens even with a ``sub`` added.
+BETTER_AUTH_INTERNAL_CLAIMS = frozenset({"session", "user", "updateTo", "userId", "requestType"})
+
+
+def hkdf_sha256(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF (RFC 5869) with SHA-256 and an empty salt: a key for one purpose only."""
+    prk = hmac.new(b"\0" * 32, secret, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def own_signing_key(secret: str) -> bytes:
+    """The key this service signs its access tokens with, derived from BETTER_AUTH_SECRET.
+
+    Better Auth signs other HS256 tokens with the secret itself (its cookie
+    cache, e-mail verification): a key of our own means none of those, and no
+    token a frontend mints, can ever pass for one of ours.
+    """
+    return hkdf_sha256(secret.encode(), b"todo-server access token v1")
+
+
 def issue_token(settings: Settings, user_id: str, email: str | None, name: str | None) -> str:
-    """An HS256 access token for a local account."""
+    """An HS256 access token for a local account, signed with ``own_signing_key``."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user_id,
@@ -73,13 +122,18 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
         "name": name,
         "iat": now,
         "exp": now + settings.access_token_ttl,
+        "token_use": OWN_TOKEN_USE,
     }
-    # Our tokens are HS256 like a frontend's, and verified by the same rules.
     if settings.hs256_issuer:
         claims["iss"] = settings.hs256_issuer
     if settings.hs256_audience:
         claims["aud"] = settings.hs256_audience
-    return jwt.encode(claims, settings.secret, algorithm="HS256")
+    return jwt.encode(
+        claims,
+        own_signing_key(settings.secret),
+        algorithm="HS256",
+        headers={"kid": OWN_KEY_ID},
+    )
 
 
 def is_storable_text(value: str) -> bool:
@@ -103,11 +157,11 @@ def optional_text(value: Any, limit: int) -> str | None:
 def checked_subject(subject: Any) -> str:
     """A user id fit to own tasks: non-empty storable text of at most 255 characters."""
     if not isinstance(subject, str) or not subject.strip():
-        raise InvalidToken("empty sub")
+        raise InvalidToken("empty sub", "bad subject")
     if len(subject) > MAX_SUBJECT_LENGTH:
-        raise InvalidToken("sub over 255 characters")
+        raise InvalidToken("sub over 255 characters", "bad subject")
     if not is_storable_text(subject):
-        raise InvalidToken("sub with control characters or invalid Unicode")
+        raise InvalidToken("sub with control characters or invalid Unicode", "bad subject")
     return subject
 
 
@@ -126,6 +180,7 @@ class TokenVerifier:
         if jwks is None and settings.jwks_url:
             self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
         self.sessions = sessions
+        self.own_key = own_signing_key(settings.secret)
         self._cache: dict[str, tuple[AuthUser, int]] = {}
 
     async def verify(self, token: str) -> AuthUser:
@@ -157,27 +212,40 @@ class TokenVerifier:
 
     async def _verify(self, token: str) -> AuthUser:
         if len(token) > MAX_TOKEN_BYTES:
-            raise InvalidToken("token over 8 KiB")
+            raise InvalidToken("token over 8 KiB", "too large")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"not a JWT: {exc}") from None
+            raise InvalidToken(f"not a JWT: {exc}", "not a JWT") from None
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
-            raise InvalidToken(f"algorithm {algorithm!r} not allowed")
+            raise InvalidToken(f"algorithm {algorithm!r} not allowed", "algorithm not allowed")
 
         key: Any
         required = ["exp", "sub"]
+        own = False
         if algorithm == "HS256":
-            key = self.settings.secret
+            # The kid chooses the key, and each key has one purpose: ours, or the
+            # frontend's (the secret itself), which only a frontend mode accepts.
+            own = header.get("kid") == OWN_KEY_ID
+            if own:
+                key = self.own_key
+                required.append("token_use")
+            elif self.settings.frontend_hs256:
+                key = self.settings.secret
+            else:
+                raise InvalidToken(
+                    "an HS256 token not issued here (JWT_FRONTEND_HS256 is off)",
+                    "HS256 tokens from the frontend are not accepted",
+                )
             issuer, audience = self.settings.hs256_issuer, self.settings.hs256_audience
         else:
             kid = header.get("kid")
             if not isinstance(kid, str) or self.jwks is None:
-                raise InvalidToken("asymmetric token without a kid")
+                raise InvalidToken("asymmetric token without a kid", "unknown key")
             key = await self.jwks.key_for(kid)
             if key is None:
-                raise InvalidToken(f"unknown kid {kid[:64]!r}")
+                raise InvalidToken(f"unknown kid {kid[:64]!r}", "unknown key")
             required.append("iat")
             issuer, audience = self.settings.jwks_issuer, self.settings.jwks_audience
 
@@ -196,18 +264,42 @@ class TokenVerifier:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("expired", "Token has expired") from None
+            raise InvalidToken("expired", "expired") from None
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
+            raise InvalidToken(f"{type(exc).__name__}: {exc}", refusal(exc)) from None
 
         if int(claims["exp"]) > MAX_EXPIRY:  # PyJWT checked that int() takes it
-            raise InvalidToken("exp after year 9999")
+            raise InvalidToken("exp after year 9999", "bad expiry")
+        if own and claims["token_use"] != OWN_TOKEN_USE:
+            raise InvalidToken("our key, but not an access token", "not an access token")
+        if not own and algorithm == "HS256" and BETTER_AUTH_INTERNAL_CLAIMS & claims.keys():
+            raise InvalidToken(
+                "one of Better Auth's own tokens (cookie cache or verification)",
+                "not an access token",
+            )
         return AuthUser(
             id=checked_subject(claims.get("sub")),
             email=optional_text(claims.get("email"), 254),
             name=optional_text(claims.get("name"), 100),
             claims=claims,
         )
+
+
+def refusal(exc: jwt.PyJWTError) -> str:
+    """The client's short reason for what PyJWT refused (never its message: it may quote claims)."""
+    for kind, why in (
+        (jwt.ExpiredSignatureError, "expired"),
+        (jwt.InvalidSignatureError, "bad signature"),
+        (jwt.InvalidIssuerError, "wrong issuer"),
+        (jwt.InvalidAudienceError, "wrong audience"),
+        (jwt.MissingRequiredClaimError, "missing claim"),
+        (jwt.ImmatureSignatureError, "not yet valid"),
+        (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+        (jwt.DecodeError, "not a JWT"),
+    ):
+        if isinstance(exc, kind):
+            return why
+    return "invalid"
 
 
 __all__ = ["AuthUser", "InvalidToken", "JwksUnavailable", "TokenVerifier", "issue_token"]
