@@ -74,6 +74,11 @@ def create_app(
         await pool.open(wait=False)
         if sessions is not None:
             await sessions.open()
+        # Fetch the frontend's keys now rather than on the first token, and keep
+        # retrying while the frontend is not up yet.
+        keeping_keys = (
+            asyncio.create_task(verifier.jwks.keep_fresh()) if verifier.jwks is not None else None
+        )
         purging = (
             asyncio.create_task(
                 purge_periodically(
@@ -96,6 +101,10 @@ def create_app(
                 "cursors": CursorCodec(settings.secret),
             }
         finally:
+            if keeping_keys is not None:
+                keeping_keys.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeping_keys
             if purging is not None:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +121,7 @@ def create_app(
         if settings.session_store is not None
         else None
     )
+    verifier = TokenVerifier(settings, sessions=sessions)
     login_throttle = LoginThrottle(
         max_per_email=settings.login_max_failures,
         max_per_ip=settings.login_max_failures_per_ip,
@@ -138,9 +148,7 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             allow_credentials=True,
         ),
-        Middleware(
-            AuthMiddleware, verifier=TokenVerifier(settings, sessions=sessions), routes=routes
-        ),
+        Middleware(AuthMiddleware, verifier=verifier, routes=routes),
         Middleware(BodyLimitMiddleware),
     ]
     return Starlette(
