@@ -5,6 +5,9 @@ the first use runs ``npm ci`` there (under a lock, so two sessions at once
 install once; again whenever the lock file changes). ``server.mjs`` runs Better
 Auth's own migrations on the database it is given and serves its HTTP API on a
 free port; the tests sign users up and out through that API, as a frontend does.
+With ``jwt_algorithm`` it also runs the jwt and bearer plugins (tokens from
+``/token``, keys at ``/jwks``, a test-only key rotation), and ``base_path`` serves
+it under a base URL with a path.
 """
 
 from __future__ import annotations
@@ -71,7 +74,16 @@ class SignedUp:
 class BetterAuthServer:
     """``node tests/better_auth/server.mjs`` on a database of its own."""
 
-    def __init__(self, database_url: str, secret: str, naming: str = "default") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        secret: str,
+        naming: str = "default",
+        *,
+        jwt_algorithm: str | None = None,
+        base_path: str | None = None,
+        port: int | None = None,
+    ) -> None:
         ensure_installed()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -81,6 +93,12 @@ class BetterAuthServer:
             "BETTER_AUTH_SECRET": secret,
             "BETTER_AUTH_NAMING": naming,
         }
+        if jwt_algorithm is not None:
+            env["BETTER_AUTH_JWT"] = jwt_algorithm
+        if base_path is not None:
+            env["BETTER_AUTH_BASE_PATH"] = base_path
+        if port is not None:
+            env["BETTER_AUTH_PORT"] = str(port)
         self.process = subprocess.Popen(
             ["node", "server.mjs"],
             cwd=NODE_PROJECT,
@@ -96,7 +114,10 @@ class BetterAuthServer:
         if not line:
             self.stop()
             raise RuntimeError(f"Better Auth did not start:\n{self.stderr}")
-        self.url = json.loads(line)["url"]
+        started = json.loads(line)
+        self.url = started["url"]  # the origin: what Better Auth writes in iss and aud
+        self.api = started["api"]  # where its endpoints live, e.g. {url}/api/auth
+        self.jwks_url = self.api + "/jwks"
         # Better Auth refuses cookie-bearing POSTs from origins it does not trust.
         self.http = httpx2.Client(base_url=self.url, headers={"Origin": self.url}, timeout=10)
         self.stderr = ""
@@ -104,7 +125,7 @@ class BetterAuthServer:
     def sign_up(self, name: str = "Ada") -> SignedUp:
         email = f"{name.lower()}-{secrets.token_hex(4)}@example.com"
         r = self.http.post(
-            "/api/auth/sign-up/email",
+            self.api + "/sign-up/email",
             json={"email": email, "password": "correct horse battery", "name": name},
         )
         assert r.status_code == 200, r.text
@@ -126,8 +147,20 @@ class BetterAuthServer:
         raise AssertionError(f"no {COOKIE_NAME} cookie in {response.headers}")
 
     def sign_out(self, cookie: str) -> None:
-        r = self.http.post("/api/auth/sign-out", headers={"Cookie": f"{COOKIE_NAME}={cookie}"})
+        r = self.http.post(self.api + "/sign-out", headers={"Cookie": f"{COOKIE_NAME}={cookie}"})
         assert r.status_code == 200, r.text
+
+    def jwt(self, session_token: str) -> str:
+        """A JWT-plugin token for a session, as ``authClient.token()`` gets it."""
+        r = self.http.get(self.api + "/token", headers={"Authorization": f"Bearer {session_token}"})
+        assert r.status_code == 200, r.text
+        return r.json()["token"]
+
+    def rotate_key(self) -> str:
+        """Make the jwt plugin generate a new key, which it signs with from now on; its kid."""
+        r = self.http.post("/__test__/rotate-jwk")
+        assert r.status_code == 200, r.text
+        return r.json()["kid"]
 
     def stop(self) -> None:
         if getattr(self, "http", None) is not None:
@@ -140,7 +173,7 @@ class BetterAuthServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr is not None:
+        if self.process.stderr is not None and not self.process.stderr.closed:
             self.stderr = self.process.stderr.read()
             self.process.stderr.close()
         if self.process.stdout is not None:

@@ -53,7 +53,12 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
     elapsed = time.monotonic() - start
     assert r.status_code == 503
     body = r.json()
-    assert body == {"status": "degraded", "timestamp": body["timestamp"], "database": "unavailable"}
+    assert body == {
+        "status": "degraded",
+        "timestamp": body["timestamp"],
+        "database": "unavailable",
+        "jwks": {"state": "not_configured", "age_seconds": None},
+    }
     assert r.headers["retry-after"] == "2"
     assert elapsed < pool_timeout + 1.0
 

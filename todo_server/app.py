@@ -25,6 +25,7 @@ from todo_server.cors import JsonErrorCORSMiddleware
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
 from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
+from todo_server.jwks import JwksCache
 from todo_server.logs import configure_logging, flush_logs
 from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from todo_server.purge import purge_periodically
@@ -48,17 +49,31 @@ CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def health(request: Request) -> JSONResponse:
-    """Liveness and database reachability; no authentication."""
+    """Liveness, database reachability and the JWKS's state; no authentication.
+
+    Only the database decides the status: without the JWKS the service still
+    serves local accounts, shared-secret tokens and session tokens, and
+    restarting it would not bring the frontend's keys back.
+    """
     settings: Settings = request.state.settings
     database_ok = await probe(request.state.pool, settings.database.pool_timeout)
     body = {
         "status": "ok" if database_ok else "degraded",
         "timestamp": datetime.now(UTC).isoformat(),
         "database": "ok" if database_ok else "unavailable",
+        "jwks": jwks_health(request.state.jwks),
     }
     if database_ok:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def jwks_health(jwks: JwksCache | None) -> dict[str, Any]:
+    """The JWKS part of /health: its state and the age of its last successful fetch."""
+    if jwks is None:
+        return {"state": "not_configured", "age_seconds": None}
+    state, age = jwks.state()
+    return {"state": state, "age_seconds": None if age is None else round(age, 1)}
 
 
 def create_app(
@@ -76,6 +91,11 @@ def create_app(
         await pool.open(wait=False)
         if sessions is not None:
             await sessions.open()
+        # Fetch the frontend's keys now rather than on the first token, and keep
+        # retrying while the frontend is not up yet.
+        keeping_keys = (
+            asyncio.create_task(verifier.jwks.keep_fresh()) if verifier.jwks is not None else None
+        )
         purging = (
             asyncio.create_task(
                 purge_periodically(
@@ -96,8 +116,13 @@ def create_app(
                     settings.database.pool_max_per_user, settings.database.pool_timeout
                 ),
                 "cursors": CursorCodec(settings.secret),
+                "jwks": verifier.jwks,
             }
         finally:
+            if keeping_keys is not None:
+                keeping_keys.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeping_keys
             if purging is not None:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -114,6 +139,7 @@ def create_app(
         if settings.session_store is not None
         else None
     )
+    verifier = TokenVerifier(settings, sessions=sessions)
     login_throttle = LoginThrottle(
         max_per_email=settings.login_max_failures,
         max_per_ip=settings.login_max_failures_per_ip,
@@ -140,9 +166,7 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             allow_credentials=True,
         ),
-        Middleware(
-            AuthMiddleware, verifier=TokenVerifier(settings, sessions=sessions), routes=routes
-        ),
+        Middleware(AuthMiddleware, verifier=verifier, routes=routes),
         Middleware(BodyLimitMiddleware),
     ]
     return Starlette(

@@ -304,12 +304,32 @@ def schemas() -> dict[str, Any]:
         },
         "Health": {
             "type": "object",
-            "required": ["status", "timestamp", "database"],
+            "required": ["status", "timestamp", "database", "jwks"],
             "additionalProperties": False,
             "properties": {
                 "status": {"type": "string", "enum": ["ok", "degraded"]},
                 "timestamp": TIMESTAMP,
                 "database": {"type": "string", "enum": ["ok", "unavailable"]},
+                "jwks": {
+                    "type": "object",
+                    "description": "Whether Better Auth JWT-plugin tokens can be verified;"
+                    " never changes the status",
+                    "required": ["state", "age_seconds"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "state": {
+                            "type": "string",
+                            "enum": ["not_configured", "ok", "stale", "unavailable"],
+                            "description": "stale: keys known, but the last fetch failed or"
+                            " they are over an hour old; unavailable: never fetched (such"
+                            " tokens get 503)",
+                        },
+                        "age_seconds": {
+                            "type": ["number", "null"],
+                            "description": "Seconds since the last successful fetch",
+                        },
+                    },
+                },
             },
         },
     }
@@ -631,7 +651,7 @@ def build_document(compatible: bool = False) -> dict[str, Any]:
         "/health": {
             "get": {
                 "operationId": "health",
-                "summary": "Liveness and database reachability",
+                "summary": "Liveness, database reachability and the JWKS's state",
                 "tags": ["service"],
                 "security": public,
                 "responses": {

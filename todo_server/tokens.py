@@ -165,6 +165,12 @@ def checked_subject(subject: Any) -> str:
     return subject
 
 
+def jwks_kid(token: str) -> str | None:
+    """The kid of a verified token that a JWKS key checked; None for HS256 tokens."""
+    header = jwt.get_unverified_header(token)
+    return header.get("kid") if header.get("alg") != "HS256" else None
+
+
 class TokenVerifier:
     """Checks a bearer token against the configured sources and returns its user."""
 
@@ -181,7 +187,10 @@ class TokenVerifier:
             self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
         self.sessions = sessions
         self.own_key = own_signing_key(settings.secret)
-        self._cache: dict[str, tuple[AuthUser, int]] = {}
+        # token -> (user, remembered until, kid of the JWKS key that verified it)
+        self._cache: dict[str, tuple[AuthUser, int, str | None]] = {}
+        if self.jwks is not None:
+            self.jwks.on_withdrawn(self.forget_kids)
 
     async def verify(self, token: str) -> AuthUser:
         """The token's user; raises ``InvalidToken`` (or ``JwksUnavailable``,
@@ -195,20 +204,29 @@ class TokenVerifier:
         leeway), keyed by its exact text: clients send the same token with
         every request, and re-checking its signature cost about 120 us each
         time on our machines. Refused tokens are never remembered.
+        Tokens verified with a JWKS key are forgotten when the JWKS withdraws
+        that key, and checked afresh once the keys are due for a refresh.
         """
         if self.sessions is not None and token.count(".") != 2:
             return await self.sessions.user_for(token)
         cached = self._cache.get(token)
         if cached is not None:
-            user, expires_at = cached
-            if time.time() <= expires_at:
+            user, expires_at, kid = cached
+            fresh = kid is None or self.jwks is None or not self.jwks.stale()
+            if fresh and time.time() <= expires_at:
                 return user
             self._cache.pop(token, None)
         user = await self._verify(token)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)), None)
-        self._cache[token] = (user, int(user.claims["exp"]) + LEEWAY_SECONDS)
+        expires_at = int(user.claims["exp"]) + LEEWAY_SECONDS
+        self._cache[token] = (user, expires_at, jwks_kid(token))
         return user
+
+    def forget_kids(self, kids: frozenset[str]) -> None:
+        """Drop remembered tokens verified with these (withdrawn) JWKS keys."""
+        for token in [t for t, (_, _, kid) in self._cache.items() if kid in kids]:
+            del self._cache[token]
 
     async def _verify(self, token: str) -> AuthUser:
         if len(token) > MAX_TOKEN_BYTES:
