@@ -83,6 +83,7 @@ class BetterAuthServer:
         jwt_algorithm: str | None = None,
         base_path: str | None = None,
         port: int | None = None,
+        cookie_cache: str | None = None,
     ) -> None:
         ensure_installed()
         env = {
@@ -99,6 +100,8 @@ class BetterAuthServer:
             env["BETTER_AUTH_BASE_PATH"] = base_path
         if port is not None:
             env["BETTER_AUTH_PORT"] = str(port)
+        if cookie_cache is not None:
+            env["BETTER_AUTH_COOKIE_CACHE"] = cookie_cache
         self.process = subprocess.Popen(
             ["node", "server.mjs"],
             cwd=NODE_PROJECT,
@@ -145,6 +148,29 @@ class BetterAuthServer:
             if name == COOKIE_NAME:
                 return rest.partition(";")[0]
         raise AssertionError(f"no {COOKIE_NAME} cookie in {response.headers}")
+
+    def sign_in(self, email: str) -> httpx2.Response:
+        r = self.http.post(
+            self.api + "/sign-in/email",
+            json={"email": email, "password": "correct horse battery"},
+        )
+        assert r.status_code == 200, r.text
+        return r
+
+    @staticmethod
+    def cookie(response: httpx2.Response, name: str) -> str:
+        """A cookie's value as set, e.g. ``better-auth.session_data`` (the cookie cache)."""
+        for header in response.headers.get_list("set-cookie"):
+            key, _, rest = header.partition("=")
+            if key == name:
+                return rest.partition(";")[0]
+        raise AssertionError(f"no {name} cookie in {response.headers}")
+
+    def verification_token(self, email: str) -> str:
+        """The e-mail verification token Better Auth "sent" at sign-up."""
+        r = self.http.get("/__test__/verification-token", params={"email": email})
+        assert r.status_code == 200, r.text
+        return r.json()["token"]
 
     def sign_out(self, cookie: str) -> None:
         r = self.http.post(self.api + "/sign-out", headers={"Cookie": f"{COOKIE_NAME}={cookie}"})

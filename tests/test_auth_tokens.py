@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.tokens import JwksServer, SigningKey, bearer, claims, frontend_token, hs256
+from todo_server.tokens import own_signing_key
 
 INVALID = 'Bearer error="invalid_token", error_description="'
 
@@ -414,3 +415,57 @@ def test_refused_tokens_are_not_remembered(client):
     bad = hs256(claims(), secret="another-secret-that-is-long-enough-1234")
     for _ in range(2):
         assert_401(client.get("/auth/me", headers=bearer(bad)))
+
+
+# --- every refusal names its reason ----------------------------------------------
+
+
+def reasons_cases(jwks) -> list[tuple[str, str, dict[str, str]]]:
+    ed = jwks.keys[0]
+    now = int(time.time())
+    own_key_token = jwt.encode(
+        {"sub": "u", "exp": now + 60, "token_use": "something-else"},
+        own_signing_key(TEST_SECRET),
+        algorithm="HS256",
+        headers={"kid": "todo-server-1"},
+    )
+    with_jwks = {"JWT_JWKS_URL": jwks.url, "JWT_ALGORITHMS": "EdDSA,HS256"}
+    minting = {**with_jwks, "JWT_FRONTEND_HS256": "on"}
+    return [
+        (hs256({"sub": "u", "exp": now - 3600}), "expired", {}),
+        (jwt.encode(claims(), "w" * 40, algorithm="HS256"), "bad signature", {}),
+        (
+            ed.sign(claims(iss="https://evil.example.com", aud=jwks.origin)),
+            "wrong issuer",
+            with_jwks,
+        ),
+        (
+            ed.sign(claims(iss=jwks.origin, aud="https://evil.example.com")),
+            "wrong audience",
+            with_jwks,
+        ),
+        (ed.sign(claims()), "missing claim", with_jwks),
+        (frontend_token(nbf=now + 600), "not yet valid", {}),
+        (jwt.encode(claims(), "k" * 64, algorithm="HS512"), "algorithm not allowed", {}),
+        (ed.sign(jwks.claims(), kid="made-up"), "unknown key", with_jwks),
+        ("x.y.z", "not a JWT", {}),
+        ("a" * 9000 + ".b.c", "too large", {}),
+        (hs256(claims(sub="")), "bad subject", {}),
+        (hs256({**claims(), "exp": 253402300800}), "bad expiry", {}),
+        (frontend_token(), "HS256 tokens from the frontend are not accepted", with_jwks),
+        (own_key_token, "not an access token", {}),
+        (
+            hs256({**claims(), "session": {"id": "s"}, "user": {"id": "u"}}),
+            "not an access token",
+            minting,
+        ),
+        (hs256({**claims(), "email": "a@b.c", "userId": "u"}), "not an access token", minting),
+    ]
+
+
+def test_every_refusal_says_why_in_the_challenge_and_the_message(make_client, jwks):
+    for token, why, settings in reasons_cases(jwks):
+        client = make_client(**settings)
+        r = client.get("/auth/me", headers=bearer(token))
+        assert_401(r, why)
+        assert token not in r.text and token not in r.headers["www-authenticate"]

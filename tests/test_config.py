@@ -296,3 +296,87 @@ def test_pgbouncer_mode_turns_prepared_statements_off_and_refuses_a_threshold():
         load_settings(env(DB_PGBOUNCER="transaction", DB_PREPARE_THRESHOLD="5"))
     with pytest.raises(ConfigError, match="^DB_PGBOUNCER: must be one of off, transaction"):
         load_settings(env(DB_PGBOUNCER="session"))
+
+
+JWKS_URL = "https://app.example.com/api/auth/jwks"
+
+
+@pytest.mark.parametrize(
+    ("configured", "origin"),
+    [
+        ("http://127.0.0.1:3000/", "http://127.0.0.1:3000"),
+        ("https://app.example.com/myapp/", "https://app.example.com"),
+        ("http://LOCALHOST:3000", "http://localhost:3000"),
+        ("https://app.example.com:443/x", "https://app.example.com"),
+        ("HTTP://[::1]:80/", "http://[::1]"),
+    ],
+)
+def test_jwks_issuer_and_audience_count_by_origin_as_better_auth_writes_them(configured, origin):
+    settings = load_settings(
+        env(JWT_JWKS_URL=JWKS_URL, JWT_JWKS_ISSUER=configured, JWT_JWKS_AUDIENCE=configured)
+    )
+    assert (settings.jwks_issuer, settings.jwks_audience) == (origin, origin)
+    said = [note for note in settings.notes if f"is taken as its origin {origin!r}" in note]
+    assert len(said) == 2  # start-up says so, for each
+
+
+def test_jwks_issuer_and_audience_default_to_the_jwks_origin_and_any_turns_them_off():
+    default = load_settings(env(JWT_JWKS_URL="https://App.example.com/api/auth/jwks"))
+    assert (default.jwks_issuer, default.jwks_audience) == ("https://app.example.com",) * 2
+    off = load_settings(env(JWT_JWKS_URL=JWKS_URL, JWT_JWKS_ISSUER="any", JWT_JWKS_AUDIENCE="ANY"))
+    assert (off.jwks_issuer, off.jwks_audience) == (None, None)
+    assert len([note for note in off.notes if "is not checked" in note]) == 2
+    plain = load_settings(env(JWT_JWKS_URL=JWKS_URL, JWT_JWKS_AUDIENCE="todo-api"))
+    assert plain.jwks_audience == "todo-api"  # not a URL: as it is
+    # HS256 tokens are minted by frontends, not Better Auth: exactly as configured.
+    minted = load_settings(env(JWT_HS256_ISSUER="https://app.example.com/x/"))
+    assert minted.hs256_issuer == "https://app.example.com/x/"
+
+
+def test_an_issuer_other_than_the_jwks_origin_is_pointed_out():
+    settings = load_settings(
+        env(
+            JWT_JWKS_URL="https://auth.example.com/api/auth/jwks",
+            JWT_JWKS_ISSUER="https://app.example.com",
+        )
+    )
+    assert any(
+        "is not JWT_JWKS_URL's origin 'https://auth.example.com'" in n for n in settings.notes
+    )
+
+
+def test_frontend_hs256_tokens_are_on_without_a_jwks_and_off_with_one():
+    assert load_settings(env()).frontend_hs256
+    assert not load_settings(env(JWT_JWKS_URL=JWKS_URL)).frontend_hs256
+    on = load_settings(env(JWT_JWKS_URL=JWKS_URL, JWT_FRONTEND_HS256="on"))
+    assert on.frontend_hs256
+    assert any("JWT_FRONTEND_HS256=on with a JWKS" in note for note in on.notes)
+    assert not load_settings(env(JWT_FRONTEND_HS256="off")).frontend_hs256
+    for bad in (
+        {"JWT_FRONTEND_HS256": "maybe"},
+        {"JWT_JWKS_URL": JWKS_URL, "JWT_ALGORITHMS": "EdDSA", "JWT_FRONTEND_HS256": "on"},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(env(**bad))
+        assert caught.value.variable == "JWT_FRONTEND_HS256"
+
+
+@pytest.mark.parametrize(
+    ("secret", "placeholder"),
+    [
+        ("better-auth-secret-12345678901234567890", True),  # Better Auth's docs
+        ("change-me-to-a-long-random-secret-of-32-characters-or-more", True),
+        ("a" * 40, True),
+        ("Zq8vXk2pR7mN4tY9wB3cF6hJ1sL5dG0e", False),
+    ],
+)
+def test_a_placeholder_secret_is_pointed_out(secret, placeholder):
+    settings = load_settings({**env(), "BETTER_AUTH_SECRET": secret})
+    assert any("placeholder" in note for note in settings.notes) == placeholder
+
+
+def test_start_up_logs_what_loading_the_settings_decided(make_client, caplog):
+    with caplog.at_level("WARNING", logger="todo_server.app"):
+        client = make_client(JWT_JWKS_URL="http://127.0.0.1:9/api/auth/jwks", JWT_JWKS_ISSUER="any")
+        client.get("/health")
+    assert "settings: JWT_JWKS_ISSUER=any: the issuer of JWKS tokens is not checked" in caplog.text

@@ -127,7 +127,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "JWT_JWKS_URL": ("(unset)", "JWKS of a Better Auth frontend, e.g. https://app/api/auth/jwks"),
     "JWT_ALGORITHMS": ("HS256; EdDSA,HS256 with JWT_JWKS_URL", "Accepted token algorithms"),
-    "JWT_JWKS_REFRESH_INTERVAL": ("30", "Fewest seconds between JWKS fetches for unknown key ids"),
+    "JWT_JWKS_REFRESH_INTERVAL": (
+        "30",
+        "Cooldown after a JWKS fetch that did not list the unknown key id it was made for",
+    ),
     "BETTER_AUTH_DATABASE_URL": (
         "(unset)",
         "Better Auth's database, where opaque session tokens are looked up; same = DATABASE_URL",

@@ -87,8 +87,12 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
         fetch: Callable[[str], Any] = fetch_document,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        algorithms: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        #: JWT_ALGORITHMS' asymmetric ones: each fetch warns about any no key offers.
+        self.algorithms = tuple(a for a in algorithms if a != "HS256")
+        self._unoffered: frozenset[str] = frozenset()
         self.refresh_interval = refresh_interval
         self._clock = clock
         self._fetch = fetch
@@ -101,6 +105,23 @@ class JwksCache:
         self._withdrawn_callbacks: list[Callable[[frozenset[str]], None]] = []
         self._lock = asyncio.Lock()
         self.fetch_count = 0
+
+    def _warn_about_unoffered_algorithms(self, keys: dict[str, jwt.PyJWK]) -> None:
+        """Say so (once per change) when JWT_ALGORITHMS names one no key of the JWKS signs with.
+
+        The common mistake: the frontend's JWT plugin signs with EdDSA, its
+        default, and the service was told RS256 (or the other way round); every
+        token is then refused as "algorithm not allowed".
+        """
+        offered = {key.algorithm_name for key in keys.values()}
+        unoffered = frozenset(a for a in self.algorithms if a not in offered)
+        if unoffered and unoffered != self._unoffered:
+            logger.warning(
+                "JWT_ALGORITHMS names %s, which no key of the JWKS signs with (it offers %s)",
+                ", ".join(sorted(unoffered)),
+                ", ".join(sorted(offered)) or "nothing",
+            )
+        self._unoffered = unoffered
 
     def on_withdrawn(self, callback: Callable[[frozenset[str]], None]) -> None:
         """Call ``callback(kids)`` whenever a fetch no longer lists keys it listed before."""
@@ -190,6 +211,7 @@ class JwksCache:
         self._failures = 0
         self._missed = wanted is not None and wanted not in keys
         logger.info("fetched the JWKS: %d key(s)", len(keys))
+        self._warn_about_unoffered_algorithms(keys)
         if withdrawn:
             logger.warning(
                 "the JWKS no longer lists key(s) %s; tokens signed with them are refused",

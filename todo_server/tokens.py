@@ -184,7 +184,11 @@ class TokenVerifier:
         self.algorithms = settings.jwt_algorithms
         self.jwks = jwks
         if jwks is None and settings.jwks_url:
-            self.jwks = JwksCache(settings.jwks_url, settings.jwks_refresh_interval)
+            self.jwks = JwksCache(
+                settings.jwks_url,
+                settings.jwks_refresh_interval,
+                algorithms=settings.jwt_algorithms,
+            )
         self.sessions = sessions
         self.own_key = own_signing_key(settings.secret)
         # token -> (user, remembered until, kid of the JWKS key that verified it)

@@ -76,6 +76,23 @@ if (process.env.BETTER_AUTH_NAMING === "snake_plural") {
 if (jwtOptions) {
   options.plugins = [jwt(jwtOptions), bearer()];
 }
+// BETTER_AUTH_COOKIE_CACHE=jwt: the session-data cookie is an HS256 JWT signed
+// with the secret, which todo-server must never take for an access token.
+if (process.env.BETTER_AUTH_COOKIE_CACHE === "jwt") {
+  options.session = {
+    ...options.session,
+    cookieCache: { enabled: true, strategy: "jwt", maxAge: 300 },
+  };
+}
+// E-mail verification tokens are HS256 JWTs signed with the secret too; the
+// ones Better Auth "sends" are kept for GET /__test__/verification-token.
+const verificationTokens = new Map();
+options.emailVerification = {
+  sendOnSignUp: true,
+  sendVerificationEmail: async ({ user, token }) => {
+    verificationTokens.set(user.email, token);
+  },
+};
 const auth = betterAuth(options);
 
 const { runMigrations } = await getMigrations(auth.options);
@@ -83,6 +100,13 @@ await runMigrations();
 
 const handler = toNodeHandler(auth);
 server.on("request", async (req, res) => {
+  if (req.method === "GET" && req.url.startsWith("/__test__/verification-token?")) {
+    const email = new URL(req.url, origin).searchParams.get("email");
+    const token = verificationTokens.get(email);
+    res.writeHead(token ? 200 : 404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ token: token ?? null }));
+    return;
+  }
   if (jwtOptions && req.method === "POST" && req.url === "/__test__/rotate-jwk") {
     try {
       const key = await createJwk({ context: await auth.$context }, jwtOptions);
