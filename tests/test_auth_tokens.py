@@ -451,6 +451,9 @@ def reasons_cases(jwks) -> list[tuple[str, str, dict[str, str]]]:
         ("x.y.z", "not a JWT", {}),
         ("a" * 9000 + ".b.c", "too large", {}),
         (hs256(claims(sub="")), "bad subject", {}),
+        (hs256(claims(sub="a\u0085b")), "bad subject", {}),  # C1: NEXT LINE
+        (hs256({**claims(), "sub": 123}), "bad subject", {}),
+        (hs256({**claims(), "iat": "abc"}), "bad claim", {}),
         (hs256({**claims(), "exp": 253402300800}), "bad expiry", {}),
         (frontend_token(), "HS256 tokens from the frontend are not accepted", with_jwks),
         (own_key_token, "not an access token", {}),

@@ -113,6 +113,9 @@ def test_a_head_just_under_the_limit_is_served_and_one_over_is_431(server):
     status, body, raw = read_response(sock)
     assert status == 431 and body["code"] == "request_header_fields_too_large"
     assert b"content-type: application/json" in raw
+    # Every response carries its request id, in the header and the body alike.
+    assert f"x-request-id: {body['request_id']}".encode() in raw
+    assert len(body["request_id"]) == 32
 
 
 def test_a_socket_that_sends_nothing_is_closed(server):

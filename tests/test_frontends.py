@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 import pytest
@@ -276,3 +277,28 @@ def test_a_browser_frontend_may_read_the_paging_headers(server):
     r = fe.http.get(fe.tasks, headers={"Origin": "http://localhost:3000"})
     exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
     assert {"link", "x-count", "etag"} <= exposed
+
+
+@pytest.mark.parametrize("user", ["ユーザー", "a b", "a>b;c", "é-user"])
+def test_link_is_plain_ascii_whatever_the_user_id(server, user):
+    dialect, live = server
+    http = client(live, headers=bearer(frontend_token(user, email="u@example.com")))
+    tasks = "/api/" + quote(user, safe="") + "/tasks"
+    for n in range(3):
+        assert http.post(tasks, json={"title": f"t{n}"}).status_code == 201
+    r = http.get(tasks, params={"limit": 1})
+    assert r.status_code == 200, r.text
+    if dialect == "compatible":
+        link = r.headers["link"]
+        assert link.isascii() and link.count("<") == 1 and link.count(">") == 1
+        target = re.fullmatch(r'<([^>]+)>; rel="next"', link).group(1)
+        assert target.startswith(live.base_url + tasks + "?limit=1&cursor=")
+        assert http.get(target).status_code == 200
+
+
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(server):
+    _, live = server
+    fe = Frontend(live)
+    r = fe.http.get(fe.tasks + "/", headers={"Host": "evil.example.com"})
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert "location" not in r.headers

@@ -105,6 +105,12 @@ def test_token_responses_also_say_pragma_no_cache(client):
     for kind in ("register", "login", "login refused"):
         assert responses[kind].headers["pragma"] == "no-cache", kind
     assert "pragma" not in responses["list"].headers
+    # The aliases answer the same tokens, with the same headers.
+    account = {"email": "alias@example.com", "password": "a long enough password"}
+    for path in ("/auth/signup", "/auth/signin"):
+        r = client.post(path, json=account)
+        assert r.status_code in (200, 201), r.text
+        assert r.headers["pragma"] == "no-cache", path
 
 
 def test_docs_may_be_cached_but_are_revalidated(client):

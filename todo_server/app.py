@@ -169,12 +169,16 @@ def create_app(
         Middleware(AuthMiddleware, verifier=verifier, routes=routes),
         Middleware(BodyLimitMiddleware),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # /api/tasks/ is a path no route serves: 404 in the error format, not a 307
+    # with an empty body to a URL built from the client's Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_app_from_environment() -> Starlette:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,13 +49,18 @@ class ConnectionLimits:
 
 
 def error_bytes(error: ApiError) -> bytes:
-    """A whole HTTP response in the API's error shape, closing the connection."""
+    """A whole HTTP response in the API's error shape, closing the connection.
+
+    It is written before the request (if any) could be read, so its id is always
+    a new one: the client's X-Request-ID may be in the part never read.
+    """
+    request_id = secrets.token_hex(16)
     body = json.dumps(
         {
             "code": error.code,
             "message": error.message,
             "details": None,
-            "request_id": None,
+            "request_id": request_id,
             "detail": error.message,
         },
         separators=(",", ":"),
@@ -66,6 +72,7 @@ def error_bytes(error: ApiError) -> bytes:
         b"connection: close",
         b"cache-control: no-store",
         b"x-content-type-options: nosniff",
+        b"x-request-id: " + request_id.encode("ascii"),
     ]
     for name, value in error.headers.items():  # Retry-After on 503
         head.append(f"{name.lower()}: {value}".encode("latin-1"))

@@ -34,7 +34,7 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 PRIVATE_HEADERS = ((b"cache-control", b"no-store"), NOSNIFF)
 TOKEN_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"), NOSNIFF)
 PUBLIC_HEADERS = ((b"cache-control", b"no-cache"), NOSNIFF)
-TOKEN_PATHS = frozenset({"/auth/login", "/auth/register"})
+TOKEN_PATHS = frozenset({"/auth/login", "/auth/register", "/auth/signin", "/auth/signup"})
 PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
 PUBLIC_PREFIX = "/docs/static/"
 

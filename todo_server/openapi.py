@@ -423,6 +423,12 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "description": "An ETag from an earlier response; 412 if the task changed since.",
         },
+        "IfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "schema": {"type": "string"},
+            "description": "ETags of copies the client holds (or *); 304 while still current.",
+        },
         "IdempotencyKey": {
             "name": "Idempotency-Key",
             "in": "header",
@@ -517,11 +523,12 @@ def parameters() -> dict[str, Any]:
 def list_ok(compatible: bool) -> dict[str, Any]:
     """A list's 200: the envelope, or (compatible) a bare array with paging in headers."""
     if not compatible:
-        return ok("A page of tasks", ref("TaskList"))
+        return ok("A page of tasks; ETag except in a sync", ref("TaskList"), "ETag")
     return ok(
         "A page of tasks as a bare array; the next page in Link, the count in X-Count. A sync"
         " (sync_token or updated_since) still answers the TaskList envelope with its sync_token.",
         {"oneOf": [{"type": "array", "items": ref("Task")}, ref("TaskList")]},
+        "ETag",
         "Link",
         "X-Count",
     )
@@ -556,7 +563,11 @@ def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
         "get": operation(
             "listTasks",
             "List tasks",
-            {200: list_ok(compatible), "errors": [401, 403, 410, 422, 503]},
+            {
+                200: list_ok(compatible),
+                304: ok("Unchanged since the ETag in If-None-Match", None, "ETag"),
+                "errors": [401, 403, 410, 422, 503],
+            },
             parameters=[
                 ref(name, "parameters")
                 for name in (
@@ -574,6 +585,7 @@ def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
                     "DueAfter",
                     "UpdatedSince",
                     "SyncToken",
+                    "IfNoneMatch",
                 )
             ],
         ),
@@ -591,7 +603,16 @@ def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
     update_errors = [400, 401, 403, 404, 412, 413, 415, 422, 503]
     item = {
         "parameters": [*item_params, *common],
-        "get": operation("getTask", "Get a task", {200: task_ok, "errors": [401, 403, 404, 503]}),
+        "get": operation(
+            "getTask",
+            "Get a task",
+            {
+                200: task_ok,
+                304: ok("Unchanged since the ETag in If-None-Match", None, "ETag"),
+                "errors": [401, 403, 404, 503],
+            },
+            parameters=[ref("IfNoneMatch", "parameters")],
+        ),
         "put": operation(
             "replaceTask",
             "Update a task (full or partial body)",
@@ -612,7 +633,8 @@ def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
             {
                 **({200: ok("Deleted; the task", ref("Task"), "ETag")} if compatible else {}),
                 **({} if compatible else {204: ok("Deleted", None)}),
-                "errors": [401, 403, 404, 412, 503],
+                # 422: the user keeps MAX_DELETED_TASKS_PER_USER deleted tasks already.
+                "errors": [401, 403, 404, 412, 422, 503],
             },
             parameters=if_match,
         ),

@@ -147,9 +147,26 @@ SELECT coalesce(string_agg(body, ',' ORDER BY position)
                 FILTER (WHERE position <= %(limit)s), '') AS bodies,
        count(*)::int AS fetched,
        (array_agg(sort_value ORDER BY position))[%(limit)s] AS last_value,
-       (array_agg(id ORDER BY position))[%(limit)s] AS last_id
+       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
+       ({state}) AS state
 FROM ({inner}) AS page
 """
+
+# What a list's ETag is made of: the newest change to any of the user's tasks
+# (one backward step of tasks_user_change_idx), in the statement's snapshot.
+# Transaction ids are handed out in start order but commit in any order: while
+# a transaction older than that change is still running, it may yet commit a
+# change of this user's with a *lower* id, so then the snapshot's xmin is part
+# of the state too, and the ETag moves once those transactions have ended.
+LIST_STATE = """
+SELECT CASE WHEN xmin > newest THEN newest::text ELSE newest || '.' || xmin END
+FROM (
+    SELECT coalesce((SELECT max(s.change_xid) FROM tasks AS s
+                     WHERE s.user_id = %(user_id)s), 0) AS newest,
+           pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+) AS now
+"""
+LIST_STATE_SQL = "SELECT (" + LIST_STATE + ") AS state"
 
 
 class QuotaExceeded(Exception):
@@ -170,6 +187,7 @@ class Page:
     bodies: str  # the tasks' JSON objects, comma-separated
     count: int
     next_cursor: Cursor | None
+    state: str = ""  # LIST_STATE as of this page: what its ETag is made of
 
 
 def _row(row: dict[str, Any] | None) -> TaskRow | None:
@@ -383,7 +401,7 @@ def _list_sql(sort: str, filter_names: tuple[str, ...], keyset: str | None) -> s
         conditions=sql.SQL(" AND ").join(conditions),
         order=order,
     )
-    return sql.SQL(PAGE_SQL).format(inner=inner).as_string()
+    return sql.SQL(PAGE_SQL).format(inner=inner, state=sql.SQL(LIST_STATE)).as_string()
 
 
 async def _page(
@@ -394,7 +412,15 @@ async def _page(
     assert row is not None  # an aggregate always returns one row
     more = row["fetched"] > limit
     next_cursor = Cursor(sort, row["last_value"], row["last_id"]) if more else None
-    return Page(row["bodies"], min(row["fetched"], limit), next_cursor)
+    return Page(row["bodies"], min(row["fetched"], limit), next_cursor, row["state"])
+
+
+async def list_state(conn: AsyncConnection, user_id: str) -> str:
+    """LIST_STATE alone: enough to answer If-None-Match without building a page."""
+    cursor = await conn.execute(LIST_STATE_SQL, {"user_id": user_id})
+    row = await cursor.fetchone()
+    assert row is not None
+    return row["state"]
 
 
 async def list_tasks(

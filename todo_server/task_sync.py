@@ -116,7 +116,9 @@ async def read_changes(
         next_floor = row["snapshot_xmin"]
     more = row["fetched"] > limit
     last = (row["last_value"], row["last_id"]) if more else None
-    return SyncPage(row["bodies"], min(row["fetched"], limit), None, next_floor, last)
+    return SyncPage(
+        row["bodies"], min(row["fetched"], limit), None, next_floor=next_floor, last=last
+    )
 
 
 async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:

@@ -9,6 +9,7 @@ every statement is scoped by the user id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -99,6 +100,33 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def if_none_match(request: Request) -> set[str] | None:
+    """The entity tags If-None-Match names, weak or not (RFC 9110: weak comparison).
+
+    ``*`` stands for any current representation; None when the header is absent.
+    """
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return None
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def not_modified(tag: str) -> Response:
+    """304: the client's copy is current; no body, its ETag again."""
+    return Response(status_code=304, headers={"ETag": tag})
+
+
+def list_etag(request: Request, user_id: str, state: str) -> str:
+    """A list's ETag: the user's task state and everything that shapes the page.
+
+    The query string as sent (a client polls the same URL), the user and the
+    dialect; hashed, so it says nothing about ids or transaction numbers.
+    """
+    settings: Settings = request.state.settings
+    shape = "\x1f".join((user_id, request.url.query, settings.api_dialect, state))
+    return '"L' + hashlib.sha256(shape.encode("utf-8", "surrogatepass")).hexdigest()[:24] + '"'
+
+
 def task_response(
     row: TaskRow, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
@@ -136,7 +164,12 @@ async def list_tasks(request: Request) -> Response:
     if query.syncing:
         return await task_sync.list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
+    wanted = if_none_match(request)
     async with connection_for(request, user_id) as conn:
+        if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
+            tag = list_etag(request, user_id, await task_store.list_state(conn, user_id))
+            if tag in wanted or "*" in wanted:
+                return not_modified(tag)
         try:
             page = await task_store.list_tasks(
                 conn,
@@ -151,14 +184,17 @@ async def list_tasks(request: Request) -> Response:
             raise ValidationFailed.field("cursor", "is not a cursor this server issued") from None
     next_cursor = codec.encode(page.next_cursor) if page.next_cursor else None
     settings: Settings = request.state.settings
+    tag = list_etag(request, user_id, page.state)
     if settings.compatible:
-        return bare_page(request, page.bodies, page.count, next_cursor)
+        response = bare_page(request, page.bodies, page.count, next_cursor)
+        response.headers["ETag"] = tag
+        return response
     body = (
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
     )
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"ETag": tag})
 
 
 def bare_page(request: Request, bodies: str, count: int, next_cursor: str | None) -> Response:
@@ -169,8 +205,14 @@ def bare_page(request: Request, bodies: str, count: int, next_cursor: str | None
     """
     headers = {"X-Count": str(count)}
     if next_cursor is not None:
+        # Percent-encoded like Location: a header is ASCII, and a user id in the
+        # path may be anything a token's subject can be (ユーザー, "a>b;c").
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        url = request.url.replace(query=urlencode([*query, ("cursor", next_cursor)]))
+        base = request.url
+        host = quote(base.netloc, safe=":[]")
+        url = f"{base.scheme}://{host}{location_base(request)}?" + urlencode(
+            [*query, ("cursor", next_cursor)]
+        )
         headers["Link"] = f'<{url}>; rel="next"'
     return Response("[" + bodies + "]", media_type="application/json", headers=headers)
 
@@ -232,6 +274,9 @@ async def get_task(request: Request) -> Response:
         row = await task_store.get_task(conn, user_id, task_id)
     if row is None:
         raise NotFound(TASK_NOT_FOUND)
+    wanted = if_none_match(request)
+    if wanted is not None and (etag(row.version) in wanted or "*" in wanted):
+        return not_modified(etag(row.version))
     return task_response(row)
 
 

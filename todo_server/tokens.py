@@ -137,8 +137,11 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
 
 
 def is_storable_text(value: str) -> bool:
-    """Text PostgreSQL can hold: valid UTF-8 (no lone surrogates), no control characters."""
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+    """Text PostgreSQL can hold: valid UTF-8 (no lone surrogates), no control characters.
+
+    C0, DEL and C1 (U+0080-U+009F, e.g. U+0085 NEXT LINE) are all control characters.
+    """
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in value):
         return False
     try:
         value.encode("utf-8")
@@ -315,13 +318,14 @@ def refusal(exc: jwt.PyJWTError) -> str:
         (jwt.InvalidIssuerError, "wrong issuer"),
         (jwt.InvalidAudienceError, "wrong audience"),
         (jwt.MissingRequiredClaimError, "missing claim"),
+        (jwt.exceptions.InvalidSubjectError, "bad subject"),
         (jwt.ImmatureSignatureError, "not yet valid"),
         (jwt.InvalidAlgorithmError, "algorithm not allowed"),
         (jwt.DecodeError, "not a JWT"),
     ):
         if isinstance(exc, kind):
             return why
-    return "invalid"
+    return "bad claim"  # iat or jti of the wrong type, and whatever PyJWT adds later
 
 
 __all__ = ["AuthUser", "InvalidToken", "JwksUnavailable", "TokenVerifier", "issue_token"]
