@@ -45,7 +45,7 @@ from tests.pgcluster import (  # noqa: E402
 from todo_server import migrate, task_store  # noqa: E402
 
 SECRET = "bench-secret-" + "b" * 40
-SCENARIOS = ("list", "get", "create", "update", "complete", "mix")
+SCENARIOS = ("list", "poll", "floor", "get", "create", "update", "complete", "mix")
 RESULTS = ROOT / "bench" / "results"
 
 SEED_USERS_SQL = """
@@ -90,8 +90,10 @@ def seed(url: str, users: int, tasks: int) -> dict[str, str]:
         return {row[0]: row[1] for row in conn.execute(FIRST_TASKS_SQL)}
 
 
-def write_lua_data(first_tasks: dict[str, str], path: Path) -> None:
-    """Tokens and task ids as a Lua table for scenarios.lua."""
+def write_lua_data(
+    first_tasks: dict[str, str], path: Path, etags: list[str] | None = None
+) -> list[str]:
+    """Tokens, task ids and list ETags as a Lua table for scenarios.lua; the tokens."""
     now = int(time.time())
     tokens, task_ids = [], []
     for user_id, task_id in sorted(first_tasks.items()):
@@ -100,8 +102,25 @@ def write_lua_data(first_tasks: dict[str, str], path: Path) -> None:
         task_ids.append(task_id)
     token_list = ",".join(f'"{t}"' for t in tokens)
     task_list = ",".join(f'"{t}"' for t in task_ids)
-    lua = f"return {{\n  tokens = {{{token_list}}},\n  tasks = {{{task_list}}},\n}}\n"
+    etag_list = ",".join("'" + tag + "'" for tag in (etags or [""] * len(tokens)))
+    lua = (
+        f"return {{\n  tokens = {{{token_list}}},\n  tasks = {{{task_list}}},\n"
+        f"  etags = {{{etag_list}}},\n}}\n"
+    )
     path.write_text(lua)
+    return tokens
+
+
+def current_etags(url: str, tokens: list[str]) -> list[str]:
+    """Each user's list ETag now, for the poll scenario (a write since makes it stale)."""
+    tags = []
+    for token in tokens:
+        request = urllib.request.Request(
+            url + "/api/tasks?limit=50", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            tags.append(response.headers["ETag"])
+    return tags
 
 
 # --- processes ---------------------------------------------------------------------
@@ -332,6 +351,19 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f" | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} | {bare} | {ratio}"
             f" | {rss:.0f} |"
         )
+    floors = {
+        (row["workers"], row["connections"]): row["rps"]
+        for row in summary
+        if row["scenario"] == "floor"
+    }
+    for row in summary:
+        floor_rps = floors.get((row["workers"], row["connections"]))
+        if row["scenario"] == "list" and floor_rps:
+            lines.append(
+                f"\nlist at {row['connections']} connections, {row['workers']} worker(s):"
+                f" {row['rps'] / floor_rps:.0%} of the floor endpoint (bench/floor_app.py,"
+                f" {floor_rps:.0f} req/s)."
+            )
     if meta.get("pgbench_tps"):
         lines += [
             "",
@@ -402,7 +434,7 @@ def main() -> int:
         log(f"seeding {args.users} users x {args.tasks} tasks")
         first_tasks = seed(url, args.users, args.tasks)
         data = work / "data.lua"
-        write_lua_data(first_tasks, data)
+        tokens = write_lua_data(first_tasks, data)
 
         for workers in workers_list:
             log(f"starting the service and the bare app with {workers} worker(s)")
@@ -434,12 +466,37 @@ def main() -> int:
                 work / f"bare-{workers}.log",
             )
             servers.append(bare)
-            for target, scenario in ((service, "list"), (bare, "bare")):
+            floor = Server(
+                "floor",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.floor_app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--workers",
+                    str(workers),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {"PATH": env["PATH"], "DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET},
+                work / f"floor-{workers}.log",
+            )
+            servers.append(floor)
+            for target, scenario in ((service, "list"), (bare, "bare"), (floor, "floor")):
                 wrk(target.url, scenario, 16, 1, data)  # warm-up: pools, prepared statements
             for repeat in range(args.repeat):
                 for conns in connections:
                     for scenario in ["bare", *scenarios]:
-                        target = bare if scenario == "bare" else service
+                        target = {"bare": bare, "floor": floor}.get(scenario, service)
+                        if scenario == "poll":  # 304s: the ETags as they are now
+                            write_lua_data(first_tasks, data, current_etags(service.url, tokens))
                         result = wrk(target.url, scenario, conns, args.seconds, data)
                         result.update(
                             workers=workers, scenario=scenario, connections=conns, repeat=repeat
@@ -458,6 +515,7 @@ def main() -> int:
             log(f"peak RSS per worker: {', '.join(f'{m:.0f} MB' for m in peak_rss[str(workers)])}")
             service.stop()
             bare.stop()
+            floor.stop()
     finally:
         for server in servers:
             server.stop()

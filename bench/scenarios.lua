@@ -17,6 +17,14 @@ end
 
 local builders = {
   list = function(k) return wrk.format("GET", "/api/tasks?limit=50", auth(k)) end,
+  -- A polling frontend: the same list with the ETag it holds; 304 while nothing changed.
+  poll = function(k)
+    local headers = auth(k)
+    headers["If-None-Match"] = data.etags[k]
+    return wrk.format("GET", "/api/tasks?limit=50", headers)
+  end,
+  -- The floor endpoint (bench/floor_app.py) answers the same list request.
+  floor = function(k) return wrk.format("GET", "/api/tasks?limit=50", auth(k)) end,
   get = function(k) return wrk.format("GET", "/api/tasks/" .. data.tasks[k], auth(k)) end,
   create = function(k)
     return wrk.format("POST", "/api/tasks", auth(k), '{"title":"bench task","tags":["bench"]}')

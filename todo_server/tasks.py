@@ -123,8 +123,9 @@ def list_etag(request: Request, user_id: str, state: str) -> str:
     dialect; hashed, so it says nothing about ids or transaction numbers.
     """
     settings: Settings = request.state.settings
-    shape = "\x1f".join((user_id, request.url.query, settings.api_dialect, state))
-    return '"L' + hashlib.sha256(shape.encode("utf-8", "surrogatepass")).hexdigest()[:24] + '"'
+    query: bytes = request.scope["query_string"]  # as sent; request.url costs ~4 us to build
+    shape = "\x1f".join((user_id, settings.api_dialect, state)).encode("utf-8", "surrogatepass")
+    return '"L' + hashlib.sha256(shape + b"\x1f" + query).hexdigest()[:24] + '"'
 
 
 def task_response(
