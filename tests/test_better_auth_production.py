@@ -10,6 +10,7 @@ re-signed with a ``sub`` added, and says why it refuses a token.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import httpx2
@@ -140,7 +141,8 @@ def test_better_auths_own_hs256_tokens_are_never_access_tokens(
 
 def test_our_own_tokens_work_whatever_the_frontend_mode(better_auth, serve):
     _, http = serve(JWT_JWKS_URL=better_auth.jwks_url)  # frontend HS256 off
-    account = {"email": "own@example.com", "password": "a long enough password"}
+    # A fresh address: this test does not empty the tables it shares with the suite.
+    account = {"email": f"own-{uuid.uuid4().hex[:8]}@example.com", "password": "a long enough pw"}
     token = http.post("/auth/register", json=account).json()["access_token"]
     assert http.get("/auth/me", headers=bearer(token)).status_code == 200
     # A token minted with the shared secret by a frontend is not one of ours.

@@ -168,12 +168,6 @@ def checked_subject(subject: Any) -> str:
     return subject
 
 
-def jwks_kid(token: str) -> str | None:
-    """The kid of a verified token that a JWKS key checked; None for HS256 tokens."""
-    header = jwt.get_unverified_header(token)
-    return header.get("kid") if header.get("alg") != "HS256" else None
-
-
 class TokenVerifier:
     """Checks a bearer token against the configured sources and returns its user."""
 
@@ -223,11 +217,11 @@ class TokenVerifier:
             if fresh and time.time() <= expires_at:
                 return user
             self._cache.pop(token, None)
-        user = await self._verify(token)
+        user, kid = await self._verify(token)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)), None)
         expires_at = int(user.claims["exp"]) + LEEWAY_SECONDS
-        self._cache[token] = (user, expires_at, jwks_kid(token))
+        self._cache[token] = (user, expires_at, kid)
         return user
 
     def forget_kids(self, kids: frozenset[str]) -> None:
@@ -235,7 +229,8 @@ class TokenVerifier:
         for token in [t for t, (_, _, kid) in self._cache.items() if kid in kids]:
             del self._cache[token]
 
-    async def _verify(self, token: str) -> AuthUser:
+    async def _verify(self, token: str) -> tuple[AuthUser, str | None]:
+        """The token's user, and the kid of the JWKS key that verified it (None for HS256)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken("token over 8 KiB", "too large")
         try:
@@ -249,6 +244,7 @@ class TokenVerifier:
         key: Any
         required = ["exp", "sub"]
         own = False
+        jwks_kid: str | None = None
         if algorithm == "HS256":
             # The kid chooses the key, and each key has one purpose: ours, or the
             # frontend's (the secret itself), which only a frontend mode accepts.
@@ -271,6 +267,7 @@ class TokenVerifier:
             key = await self.jwks.key_for(kid)
             if key is None:
                 raise InvalidToken(f"unknown kid {kid[:64]!r}", "unknown key")
+            jwks_kid = kid
             required.append("iat")
             issuer, audience = self.settings.jwks_issuer, self.settings.jwks_audience
 
@@ -302,12 +299,13 @@ class TokenVerifier:
                 "one of Better Auth's own tokens (cookie cache or verification)",
                 "not an access token",
             )
-        return AuthUser(
+        user = AuthUser(
             id=checked_subject(claims.get("sub")),
             email=optional_text(claims.get("email"), 254),
             name=optional_text(claims.get("name"), 100),
             claims=claims,
         )
+        return user, jwks_kid
 
 
 def refusal(exc: jwt.PyJWTError) -> str:
