@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -22,13 +23,29 @@ def _version() -> str:
         return "unknown"
 
 
+def exit_cleanly_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the process through SystemExit, so queued logs are written.
+
+    uvicorn handles these signals while it serves, then restores the previous
+    handlers and raises the signal again; with the default handler the process
+    would die there, before atexit writes what is still queued (the shutdown
+    lines). Installed before uvicorn starts, in the main thread.
+    """
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, leave)
+
+
 def serve() -> int:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
     from todo_server.app import create_app, refuse_pending_migrations
     from todo_server.http_limits import LimitedHttpToolsProtocol
-    from todo_server.logs import configure_logging, exit_cleanly_on_signals
+    from todo_server.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)

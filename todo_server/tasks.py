@@ -19,9 +19,9 @@ from urllib.parse import quote, urlencode
 import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from todo_server import idempotency, task_store, task_sync
+from todo_server.auth import ApiRoute
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import (
@@ -398,16 +398,16 @@ def by_method(**handlers: Handler) -> Handler:
     return endpoint
 
 
-def task_routes() -> list[Route]:
-    """The task routes under every prefix."""
+def task_routes() -> list[ApiRoute]:
+    """The task routes under every prefix; every one needs a token."""
     collection = by_method(get=list_tasks, post=create_task)
     item = by_method(get=get_task, put=update_task, patch=update_task, delete=delete_task)
     routes = []
     for prefix in PREFIXES:
         routes += [
-            Route(prefix, collection, methods=["GET", "POST"]),
-            Route(prefix + "/{task_id}", item, methods=["GET", "PUT", "PATCH", "DELETE"]),
-            Route(prefix + "/{task_id}/complete", complete_task, methods=["PATCH"]),
-            Route(prefix + "/{task_id}/restore", restore_task, methods=["POST"]),
+            ApiRoute(prefix, collection, methods=["GET", "POST"]),
+            ApiRoute(prefix + "/{task_id}", item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            ApiRoute(prefix + "/{task_id}/complete", complete_task, methods=["PATCH"]),
+            ApiRoute(prefix + "/{task_id}/restore", restore_task, methods=["POST"]),
         ]
     return routes
