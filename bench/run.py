@@ -482,7 +482,10 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 def seed_lines(summary: list[dict[str, Any]], smoke: bool) -> list[str]:
     """The service's list as a multiple of the seed stack's, measured in the same run."""
     if smoke:
-        return ["\nThe seed stack is not run in a smoke (its virtualenv install costs time)."]
+        return [
+            "\nThe seed stack (bench/seed_app.py) is not run in --smoke: installing its"
+            " virtualenv costs time. Run it with --scenarios list,seed."
+        ]
     seeds = {
         (row["workers"], row["connections"]): row["rps"]
         for row in summary
