@@ -644,17 +644,6 @@ def main() -> int:
                         result = wrk(target.url, scenario, conns, args.seconds, data)
                         if not result["requests"]:  # none answered within the run: none counted
                             result["errors"] = result["unanswered"] = conns
-                        if scenario == "seed":
-                            peers["seed"] = restart_if_stalled(
-                                peers["seed"],
-                                result,
-                                seed_python,
-                                url,
-                                workers,
-                                data,
-                                work / f"seed-{workers}-{repeat}-{conns}.log",
-                            )
-                            servers.append(peers["seed"])
                         result.update(
                             workers=workers, scenario=scenario, connections=conns, repeat=repeat
                         )
@@ -664,6 +653,19 @@ def main() -> int:
                             f"p50 {result['p50_ms']:6.1f} ms p99 {result['p99_ms']:6.1f} ms "
                             f"errors {result['errors']}"
                         )
+                        if scenario == "seed":
+                            seed_peer = restart_if_stalled(
+                                peers["seed"],
+                                result,
+                                seed_python,
+                                url,
+                                workers,
+                                data,
+                                work / f"seed-{workers}-{repeat}-{conns}.log",
+                            )
+                            if seed_peer is not peers["seed"]:
+                                peers["seed"] = seed_peer
+                                servers.append(seed_peer)
                 if workers == workers_list[0]:
                     tps = pgbench(cluster, "bench", args.seconds, args.users)
                     pgbench_tps.append(tps)
