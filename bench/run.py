@@ -292,7 +292,7 @@ def restart_if_stalled(
 ) -> Server:
     """A fresh seed stack after a run it did not keep up with; else the same one.
 
-    Beyond about 70 connections the seed stalls: all 40 of its thread-pool threads
+    From about 70 connections per worker the seed can stall: all 40 of its threads
     wait for a pool connection (py-spy: QueuePool._do_get), while the pool's 30
     connections belong to requests whose response validation and session close
     wait for one of those threads; nothing moves until SQLAlchemy's 30 s pool
