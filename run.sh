@@ -304,7 +304,8 @@ case "$command" in
   test)
     take_setup_lock
     ensure_venv dev
-    [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
+    # Even with TEST_DATABASE_URL: the recovery, topology and bench tests start their own clusters.
+    ensure_postgres_installed
     # The docs pages are checked in a real browser; the benchmark smoke test needs wrk;
     # the service and migrations are tested behind a real PgBouncer.
     command -v chromium >/dev/null || apt_install chromium
