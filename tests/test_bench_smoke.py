@@ -1,4 +1,4 @@
-"""The benchmark harness still runs end to end (a 2-second smoke; numbers are not judged here)."""
+"""The benchmark harness still runs end to end (its smoke, 1-second runs; numbers not judged)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 ``/openapi.json`` is built once from ``openapi.build_document``. ``/docs``
 (Swagger UI) and ``/redoc`` (ReDoc) load pinned copies of their assets from
 ``static/vendor`` (refreshed by ``./run.sh vendor-docs``), so they work with no
-internet, under a Content-Security-Policy that allows only this origin.
+internet, under a Content-Security-Policy that loads and connects only to this origin,
+besides inline styles, ``data:`` images and fonts and ``blob:`` workers, which the UIs need.
 """
 
 from __future__ import annotations
