@@ -44,15 +44,15 @@ PRIVATE_HEADERS = ((b"cache-control", b"no-store"), NOSNIFF)
 TOKEN_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"), NOSNIFF)
 PUBLIC_HEADERS = ((b"cache-control", b"no-cache"), NOSNIFF)
 TOKEN_PATHS = frozenset({"/auth/login", "/auth/register", "/auth/signin", "/auth/signup"})
-PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
-PUBLIC_PREFIX = "/docs/static/"
+CACHEABLE_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
+CACHEABLE_PREFIX = "/docs/static/"
 
 
 def security_headers(path: str) -> tuple[tuple[bytes, bytes], ...]:
     """The caching and sniffing headers for a response to ``path``."""
     if path in TOKEN_PATHS:
         return TOKEN_HEADERS
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
+    if path in CACHEABLE_PATHS or path.startswith(CACHEABLE_PREFIX):
         return PUBLIC_HEADERS
     return PRIVATE_HEADERS
 
