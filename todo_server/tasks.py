@@ -34,7 +34,7 @@ from todo_server.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
+from todo_server.task_input import is_task_id, list_query_from, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
 from todo_server.user_slots import connection_for
@@ -161,7 +161,7 @@ async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) 
 async def list_tasks(request: Request) -> Response:
     user_id = owner_id(request)
     codec: CursorCodec = request.state.cursors
-    query = parse_list_query(request.query_params)
+    query = list_query_from(request.scope["query_string"])
     if query.syncing:
         return await task_sync.list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None

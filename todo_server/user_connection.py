@@ -188,12 +188,14 @@ class UserConnection(psycopg.AsyncConnection):
                 )
             expected.append("main")
             pgconn.pipeline_sync()
-            await self.wait(generators.send(pgconn))
+            # One wait for the whole exchange: every generator step in between
+            # would otherwise be a trip through psycopg's waiting machinery.
+            batches, sync = await self.wait(_exchange(pgconn, len(expected)))
 
             error: pq.abc.PGresult | None = None
             main: pq.abc.PGresult | None = None
-            for what in expected:
-                for result in await self.wait(generators.fetch_many(pgconn)):
+            for what, batch in zip(expected, batches, strict=True):
+                for result in batch:
                     if result.status == pq.ExecStatus.FATAL_ERROR:
                         error = error or result
                     elif result.status == pq.ExecStatus.PIPELINE_ABORTED:
@@ -204,7 +206,6 @@ class UserConnection(psycopg.AsyncConnection):
                         self._prepared_for_users[key] = new_name
                     elif what == "main":
                         main = result
-            sync = await self.wait(generators.fetch(pgconn))
             if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
                 raise psycopg.OperationalError("the pipeline ended without its Sync")
             pgconn.exit_pipeline_mode()
@@ -232,6 +233,20 @@ class UserConnection(psycopg.AsyncConnection):
                 0, main.ntuples, lambda values: dict(zip(names, values, strict=True))
             )
         return Rows(rows, main.command_tuples or 0)
+
+
+def _exchange(pgconn: pq.abc.PGconn, statements: int) -> Any:
+    """Send what is queued, then read each statement's results and the Sync.
+
+    A psycopg generator (``connection.wait`` runs it): it yields whenever it
+    must wait for the socket.
+    """
+    yield from generators.send(pgconn)
+    batches = []
+    for _ in range(statements):
+        batches.append((yield from generators.fetch_many(pgconn)))
+    sync = yield from generators.fetch(pgconn)
+    return batches, sync
 
 
 @asynccontextmanager
