@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, read_json_object
+from todo_server.bodies import FieldErrors, read_form_or_json, read_json_object
 from todo_server.config import Settings
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
@@ -26,8 +26,9 @@ from todo_server.passwords import (
     needs_rehash,
     verify_password_async,
 )
+from todo_server.text_rules import contains_nul, is_identity_text
 from todo_server.throttle import LoginThrottle
-from todo_server.tokens import AuthUser, is_storable_text, issue_token
+from todo_server.tokens import AuthUser, issue_token
 from todo_server.user_connection import acting_as
 
 logger = logging.getLogger("todo_server.accounts")
@@ -132,7 +133,7 @@ def validate_login(data: dict[str, Any]) -> tuple[str, str]:
     field = "username" if is_form_post else "email"
     if not isinstance(raw_email, str) or not raw_email.strip():
         errors.add(field, "is required" if raw_email in (None, "") else "must be a string")
-    elif len(raw_email.strip()) > MAX_EMAIL_LENGTH or not is_storable_text(raw_email):
+    elif len(raw_email.strip()) > MAX_EMAIL_LENGTH or not is_identity_text(raw_email):
         errors.add(field, "must be an email address like name@example.com")
     password = data.get("password")
     if not isinstance(password, str) or not password:
