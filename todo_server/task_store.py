@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from todo_server.cursors import Cursor
+from todo_server.cursors import PageToken
 
 #: A task's public fields, in the order the tasks_render_body trigger renders them.
 TASK_FIELDS = (
@@ -186,7 +186,7 @@ class TaskRow:
 class Page:
     bodies: str  # the tasks' JSON objects, comma-separated
     count: int
-    next_cursor: Cursor | None
+    next_cursor: PageToken | None
     state: str = ""  # LIST_STATE as of this page: what its ETag is made of
 
 
@@ -358,7 +358,7 @@ def _keyset(column: str, descending: bool, nullable: bool, after_null: bool) -> 
 
 
 def build_list_query(
-    sort: str, filters: dict[str, Any], after: Cursor | None
+    sort: str, filters: dict[str, Any], after: PageToken | None
 ) -> tuple[str, dict[str, Any]]:
     """The SELECT for one page of a user's live tasks, and its parameters."""
     params: dict[str, Any] = {
@@ -411,7 +411,7 @@ async def _page(
     row = await cursor.fetchone()
     assert row is not None  # an aggregate always returns one row
     more = row["fetched"] > limit
-    next_cursor = Cursor(sort, row["last_value"], row["last_id"]) if more else None
+    next_cursor = PageToken(sort, row["last_value"], row["last_id"]) if more else None
     return Page(row["bodies"], min(row["fetched"], limit), next_cursor, row["state"])
 
 
@@ -429,7 +429,7 @@ async def list_tasks(
     *,
     sort: str,
     filters: dict[str, Any],
-    after: Cursor | None,
+    after: PageToken | None,
     limit: int,
 ) -> Page:
     query, params = build_list_query(sort, filters, after)
