@@ -31,7 +31,8 @@ from todo_server.cursors import (
 )
 from todo_server.errors import SyncTokenExpired
 from todo_server.task_input import ListQuery
-from todo_server.task_store import TASK_JSON, Page
+from todo_server.task_listing import Page
+from todo_server.task_store import TASK_JSON
 from todo_server.user_slots import connection_for
 
 TOMBSTONE_JSON = """json_build_object(

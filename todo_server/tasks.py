@@ -3,8 +3,9 @@
 ``/api/tasks`` is canonical (the user is the token's subject). The prefixes
 ``/api/{user_id}/tasks`` and ``/users/{user_id}/tasks`` serve older clients and
 Next.js frontends; their ``user_id`` must be the token's subject, checked before
-anything else. Handlers read and validate, then call ``task_store``, whose
-every statement is scoped by the user id.
+anything else. Handlers read and validate, then call ``task_store`` (one task)
+or ``task_listing`` (pages of them), whose every statement is scoped by the
+user id.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from todo_server import idempotency, task_store, task_sync
+from todo_server import idempotency, task_listing, task_store, task_sync
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import (
@@ -168,11 +169,11 @@ async def list_tasks(request: Request) -> Response:
     wanted = if_none_match(request)
     async with connection_for(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
-            tag = list_etag(request, user_id, await task_store.list_state(conn, user_id))
+            tag = list_etag(request, user_id, await task_listing.list_state(conn, user_id))
             if tag in wanted or "*" in wanted:
                 return not_modified(tag)
         try:
-            page = await task_store.list_tasks(
+            page = await task_listing.list_tasks(
                 conn,
                 user_id,
                 sort=query.sort,
