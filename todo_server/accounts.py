@@ -11,12 +11,12 @@ import logging
 import uuid
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from todo_server.bodies import FieldErrors, read_form_or_json, read_json_object
 from todo_server.config import Settings
+from todo_server.db import Pool
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
     LOGIN,
@@ -177,7 +177,7 @@ def refuse_when_local_accounts_disabled(settings: Settings) -> None:
 
 async def register(request: Request) -> JSONResponse:
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     refuse_when_local_accounts_disabled(settings)
     throttle: LoginThrottle = request.state.login_throttle
     email, password, name = validate_registration(await read_json_object(request))
@@ -205,7 +205,7 @@ async def register(request: Request) -> JSONResponse:
 
 async def login(request: Request) -> JSONResponse:
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     throttle: LoginThrottle = request.state.login_throttle
     refuse_when_local_accounts_disabled(settings)
     email, password = validate_login(await read_form_or_json(request))
@@ -244,7 +244,7 @@ async def login(request: Request) -> JSONResponse:
 
 async def me(request: Request) -> JSONResponse:
     user: AuthUser = request.state.user
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     async with pool.connection() as conn, acting_as(conn, user.id):
         cursor = await conn.execute(FIND_LOCAL_USER_BY_ID_SQL, {"id": user.id})
         row = await cursor.fetchone()

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from todo_server.user_connection import UserConnection
 
 #: A task's public fields, in the order the tasks_render_body trigger renders them.
 TASK_FIELDS = (
@@ -151,12 +153,19 @@ class TaskRow:
     body: str
 
 
-def _row(row: dict[str, Any] | None) -> TaskRow | None:
+def _row(row: DictRow | None) -> TaskRow | None:
+    """The task in a statement's answer (the user connection's rows are dicts).
+
+    Not ``psycopg.rows.class_row``: a row factory needs a psycopg cursor, and
+    statements run as a user answer ``Rows`` from ``user_connection``; nor
+    would it be faster (50 rows: 38.0 us through class_row's maker, 37.1 us
+    this way).
+    """
     return None if row is None else TaskRow(row["id"], row["version"], row["body"])
 
 
 async def create_task(
-    conn: AsyncConnection,
+    conn: UserConnection,
     *,
     user_id: str,
     email: str | None,
@@ -165,7 +174,7 @@ async def create_task(
     max_tasks: int,
 ) -> TaskRow:
     """Insert a task (and the user's row on their first); raises ``QuotaExceeded``."""
-    cursor = await conn.execute(
+    result = await conn.execute(
         CREATE_TASK_SQL,
         {
             "user_id": user_id,
@@ -180,29 +189,29 @@ async def create_task(
             "tags": fields.get("tags", []),
         },
     )
-    row = _row(await cursor.fetchone())
+    row = _row(await result.fetchone())
     if row is None:
         raise QuotaExceeded()
     return row
 
 
-async def get_task(conn: AsyncConnection, user_id: str, task_id: str) -> TaskRow | None:
-    cursor = await conn.execute(GET_TASK_SQL, {"user_id": user_id, "task_id": task_id})
-    return _row(await cursor.fetchone())
+async def get_task(conn: UserConnection, user_id: str, task_id: str) -> TaskRow | None:
+    result = await conn.execute(GET_TASK_SQL, {"user_id": user_id, "task_id": task_id})
+    return _row(await result.fetchone())
 
 
 async def find_task_any_state(
-    conn: AsyncConnection, user_id: str, task_id: str
+    conn: UserConnection, user_id: str, task_id: str
 ) -> tuple[TaskRow, bool] | None:
     """The task whether deleted or not, and whether it is deleted."""
-    cursor = await conn.execute(FIND_TASK_ANY_STATE_SQL, {"user_id": user_id, "task_id": task_id})
-    row = await cursor.fetchone()
+    result = await conn.execute(FIND_TASK_ANY_STATE_SQL, {"user_id": user_id, "task_id": task_id})
+    row = await result.fetchone()
     task = _row(row)
     return None if row is None or task is None else (task, row["deleted"])
 
 
 async def update_task(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     task_id: str,
     fields: dict[str, Any],
@@ -213,42 +222,42 @@ async def update_task(
     for name in ("title", "description", "completed", "priority", "due_at", "tags"):
         params[f"set_{name}"] = name in fields
         params[name] = fields.get(name)
-    cursor = await conn.execute(UPDATE_TASK_SQL, params)
-    return _row(await cursor.fetchone())
+    result = await conn.execute(UPDATE_TASK_SQL, params)
+    return _row(await result.fetchone())
 
 
 async def complete_task(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     task_id: str,
     completed: bool | None,
     if_match: list[int] | None,
 ) -> TaskRow | None:
     """Set completion, or toggle it when ``completed`` is None."""
-    cursor = await conn.execute(
+    result = await conn.execute(
         COMPLETE_TASK_SQL,
         {"user_id": user_id, "task_id": task_id, "completed": completed, "if_match": if_match},
     )
-    return _row(await cursor.fetchone())
+    return _row(await result.fetchone())
 
 
 async def delete_task(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     task_id: str,
     if_match: list[int] | None,
     max_deleted: int,
 ) -> TaskRow | None:
     """Soft-delete a live task, returning it; None when none matched or too many are deleted."""
-    cursor = await conn.execute(
+    result = await conn.execute(
         DELETE_TASK_SQL,
         {"user_id": user_id, "task_id": task_id, "if_match": if_match, "max_deleted": max_deleted},
     )
-    return _row(await cursor.fetchone())
+    return _row(await result.fetchone())
 
 
 async def restore_task(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     task_id: str,
     if_match: list[int] | None,
@@ -257,8 +266,8 @@ async def restore_task(
     """Undo a soft delete, taking a quota slot; None when no deleted task matched."""
     params = {"user_id": user_id, "task_id": task_id, "if_match": if_match, "max_tasks": max_tasks}
     async with conn.transaction():
-        cursor = await conn.execute(RESTORE_TASK_SQL, params)
-        row = _row(await cursor.fetchone())
+        result = await conn.execute(RESTORE_TASK_SQL, params)
+        row = _row(await result.fetchone())
         if row is None:
             return None
         slot = await conn.execute(TAKE_SLOT_SQL, params)

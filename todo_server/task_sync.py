@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +32,7 @@ from todo_server.errors import SyncTokenExpired
 from todo_server.task_input import ListQuery
 from todo_server.task_listing import Page
 from todo_server.task_store import TASK_JSON
+from todo_server.user_connection import UserConnection
 from todo_server.user_slots import connection_for
 
 TOMBSTONE_JSON = """json_build_object(
@@ -78,7 +78,7 @@ class SyncPage(Page):
 
 
 async def read_changes(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     *,
     floor: int | None,
@@ -97,7 +97,7 @@ async def read_changes(
     after_xid, after_id = -1, NO_TASK_ID
     if after is not None:
         next_floor, after_xid, after_id = after
-    cursor = await conn.execute(
+    result = await conn.execute(
         SYNC_TASKS_SQL,
         {
             "user_id": user_id,
@@ -109,7 +109,7 @@ async def read_changes(
             "fetch": limit + 1,
         },
     )
-    row = await cursor.fetchone()
+    row = await result.fetchone()
     assert row is not None  # an aggregate always returns one row
     if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
         raise SyncTokenExpired()  # a tombstone it has not seen may be purged

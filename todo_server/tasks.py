@@ -38,6 +38,7 @@ from todo_server.errors import (
 from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
+from todo_server.user_connection import UserConnection
 from todo_server.user_slots import connection_for
 
 logger = logging.getLogger("todo_server.tasks")
@@ -67,7 +68,7 @@ def owner_id(request: Request) -> str:
 
 def task_id_of(request: Request) -> str:
     """The path's task id; a malformed one is just a task that does not exist."""
-    task_id = request.path_params["task_id"]
+    task_id: str = request.path_params["task_id"]
     if not is_task_id(task_id):
         raise NotFound(TASK_NOT_FOUND)
     return task_id.lower()
@@ -147,7 +148,9 @@ def quota_error(settings: Settings) -> ValidationFailed:
     )
 
 
-async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) -> Exception:
+async def missing(
+    conn: UserConnection, user_id: str, task_id: str, if_match: list[int] | None
+) -> Exception:
     """Why a write matched nothing: a live task whose version differs (412), or none (404)."""
     if if_match is not None:
         found = await task_store.find_task_any_state(conn, user_id, task_id)
@@ -228,7 +231,7 @@ async def create_task(request: Request) -> Response:
     fields = parse_task_fields(data, creating=True)
     collection = location_base(request)
 
-    async def create(conn) -> TaskRow:
+    async def create(conn: UserConnection) -> TaskRow:
         try:
             return await task_store.create_task(
                 conn,
@@ -241,7 +244,7 @@ async def create_task(request: Request) -> Response:
         except QuotaExceeded:
             raise quota_error(settings) from None
 
-    async def create_once(conn) -> Response:
+    async def create_once(conn: UserConnection) -> Response:
         """The create with its key, as one transaction (so it can be retried whole)."""
         if key is None:
             row = await create(conn)

@@ -16,13 +16,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from todo_server.db import Pool
 from todo_server.errors import RateLimited
-from todo_server.user_connection import acting_as
+from todo_server.user_connection import UserConnection, acting_as
 
 RETRY_AFTER_SECONDS = 1
 
@@ -32,23 +32,28 @@ RETRY_AFTER_SECONDS = 1
 MIN_CONNECTION_WAIT_SECONDS = 0.01
 
 
+@dataclass(slots=True)
+class _UserEntry:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # requests holding or waiting for the semaphore
+
+
 class UserSlots:
     """Per-user semaphores, made when a user first needs one and dropped when idle."""
 
     def __init__(self, per_user: int, wait: float) -> None:
         self.per_user = per_user
         self.wait = wait
-        # user id -> [semaphore, requests holding or waiting for it]
-        self._users: dict[str, list] = {}
+        self._users: dict[str, _UserEntry] = {}
 
     @asynccontextmanager
     async def slot(self, user_id: str) -> AsyncIterator[None]:
         """Hold one of ``user_id``'s slots for the block; 429 when none frees in time."""
         entry = self._users.get(user_id)
         if entry is None:
-            entry = self._users[user_id] = [asyncio.Semaphore(self.per_user), 0]
-        semaphore: asyncio.Semaphore = entry[0]
-        entry[1] += 1
+            entry = self._users[user_id] = _UserEntry(asyncio.Semaphore(self.per_user))
+        semaphore = entry.semaphore
+        entry.users += 1
         try:
             if semaphore.locked():
                 try:
@@ -65,8 +70,8 @@ class UserSlots:
             finally:
                 semaphore.release()
         finally:
-            entry[1] -= 1
-            if entry[1] == 0:
+            entry.users -= 1
+            if entry.users == 0:
                 del self._users[user_id]
 
     def busy_users(self) -> int:
@@ -75,7 +80,7 @@ class UserSlots:
 
 
 @asynccontextmanager
-async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncConnection]:
+async def connection_for(request: Request, user_id: str) -> AsyncIterator[UserConnection]:
     """A pooled connection, taken within the user's share of the pool, acting as the user.
 
     Waiting for the user's slot and then for a connection share one budget,
@@ -83,7 +88,7 @@ async def connection_for(request: Request, user_id: str) -> AsyncIterator[AsyncC
     when both are contended, as during an outage behind PgBouncer.
     """
     slots: UserSlots = request.state.user_slots
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     deadline = time.monotonic() + slots.wait
     async with slots.slot(user_id):
         remaining = max(deadline - time.monotonic(), MIN_CONNECTION_WAIT_SECONDS)
