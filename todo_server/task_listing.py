@@ -79,17 +79,20 @@ FROM (
 """
 LIST_STATE_SQL = "SELECT (" + LIST_STATE + ") AS state"
 
-# One page as one row: the tasks' JSON joined by PostgreSQL, how many rows were
-# found (limit + 1 means there is a next page), the limit-th row's sort key for
-# the page token, and LIST_STATE. One row instead of fifty saves psycopg
-# building a Python row per task, which was most of the list's cost in Python
-# (measured, README).
-PAGE_SQL = f"""
-SELECT coalesce(string_agg(body, ',' ORDER BY position)
+# One page as one row, from its rows (id, sort_value, body, position; one more
+# than the limit): the tasks' JSON joined by PostgreSQL, how many rows were
+# found (limit + 1 means there is a next page), and the limit-th row's sort key
+# for the page token. One row instead of fifty saves psycopg building a Python
+# row per task, which was most of the list's cost in Python (measured, README).
+# A sync's pages (task_sync) are made the same way.
+PAGE_AGGREGATES = """coalesce(string_agg(body, ',' ORDER BY position)
                 FILTER (WHERE position <= %(limit)s), '') AS bodies,
        count(*)::int AS fetched,
        (array_agg(sort_value ORDER BY position))[%(limit)s] AS last_value,
-       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
+       (array_agg(id ORDER BY position))[%(limit)s] AS last_id"""
+
+PAGE_SQL = f"""
+SELECT {PAGE_AGGREGATES},
        ({LIST_STATE}) AS state
 FROM ({{page_rows}}) AS page
 """
