@@ -70,6 +70,7 @@ LAYERS = [
             "todo_server/tasks.py",
             "todo_server/idempotency.py",
             "todo_server/task_store.py",
+            "todo_server/task_listing.py",
             "todo_server/db.py",
         ],
     ),

@@ -47,7 +47,7 @@ from tests.pgcluster import (  # noqa: E402
     as_role,
     ensure_runtime_role,
 )
-from todo_server import migrate, task_store  # noqa: E402
+from todo_server import migrate, task_listing  # noqa: E402
 
 SECRET = "bench-secret-" + "b" * 40
 SCENARIOS = ("list", "poll", "floor", "seed", "get", "create", "update", "complete", "mix")
@@ -351,7 +351,7 @@ def wrk(url: str, scenario: str, connections: int, seconds: float, data: Path) -
 
 def pgbench(cluster: PostgresCluster, dbname: str, seconds: float, users: int) -> float:
     """Transactions/s of the service's own list query under pgbench -M prepared."""
-    text, _ = task_store.build_list_query("-created_at", {}, None)
+    text, _ = task_listing.build_list_query("-created_at", {}, None)
     for placeholder, value in (
         ("%(user_id)s", "'bench-' || :u"),
         ("%(limit)s", "50"),

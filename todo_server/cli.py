@@ -9,6 +9,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from typing import Any
 
 import psycopg
 
@@ -53,7 +54,7 @@ def serve() -> int:
     # The lifespan checks again; checking here first turns the refusal into one
     # line and exit status 1 instead of uvicorn's start-up traceback.
     asyncio.run(refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))
-    options = {
+    options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,

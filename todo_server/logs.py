@@ -25,6 +25,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import NamedTuple, TextIO
 
+from todo_server.text_rules import LOG_ESCAPES
+
 #: The current request's id, set by the request middleware, read into every record.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -35,9 +37,8 @@ _STANDARD_ATTRIBUTES = frozenset(
     | {"message", "asctime", "request_id", "color_message"}
 )
 
-#: Characters that could end a log line, forge one or drive a terminal: C0 controls,
-#: DEL, C1 controls and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Characters that could end a log line, forge one or drive a terminal (text_rules).
+_CONTROL = LOG_ESCAPES
 
 ACCESS_LOGGER = "todo_server.access"
 access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -315,15 +316,11 @@ def stop_logging() -> None:
     global _writer
     if _writer is not None:
         writer, _writer = _writer, None
-        logging.getLogger().removeHandler(_handler_of(writer))
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            if isinstance(handler, _ToWriter) and handler.writer is writer:
+                root.removeHandler(handler)
         writer.stop()
-
-
-def _handler_of(writer: LogWriter) -> logging.Handler | None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, _ToWriter) and handler.writer is writer:
-            return handler
-    return None
 
 
 atexit.register(stop_logging)

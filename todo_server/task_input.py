@@ -17,8 +17,9 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from todo_server.bodies import FieldErrors, contains_nul
+from todo_server.bodies import FieldErrors
 from todo_server.errors import ValidationFailed
+from todo_server.text_rules import contains_nul
 
 logger = logging.getLogger("todo_server.task_input")
 
@@ -233,7 +234,7 @@ class ListQuery:
         return self.updated_since is not None or self.sync_token is not None
 
     def filters(self) -> dict[str, Any]:
-        """The filters this query asks for, by name (the keys of task_store.LIST_FILTERS)."""
+        """The filters this query asks for, by name (the keys of task_listing.LIST_FILTERS)."""
         candidates = {
             "completed": self.completed,
             "priority": self.priority,
@@ -354,12 +355,12 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     if tags:
         if len(tags) > TAGS_MAX:
             errors.add("tag", f"must be given at most {TAGS_MAX} times")
-        elif any(not 1 <= len(tag) <= TAG_MAX or "\x00" in tag for tag in tags):
+        elif any(not 1 <= len(tag) <= TAG_MAX or contains_nul(tag) for tag in tags):
             errors.add("tag", f"must be 1 to {TAG_MAX} characters")
         else:
             values["tags"] = tuple(tags)
     if (q := given.get("q")) is not None:
-        if not 1 <= len(q) <= QUERY_MAX or "\x00" in q:
+        if not 1 <= len(q) <= QUERY_MAX or contains_nul(q):
             errors.add("q", f"must be 1 to {QUERY_MAX} characters")
         elif "\x1f" in q:  # joins title and description in the search index
             errors.add("q", "must not contain U+001F")

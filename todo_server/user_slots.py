@@ -17,11 +17,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from todo_server.db import Pool
 from todo_server.errors import RateLimited
 from todo_server.user_connection import UserConnection
 
@@ -33,22 +34,27 @@ RETRY_AFTER_SECONDS = 1
 MIN_CONNECTION_WAIT_SECONDS = 0.01
 
 
+@dataclass(slots=True)
+class _UserEntry:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # requests holding or waiting for the semaphore
+
+
 class UserSlots:
     """Per-user semaphores, made when a user first needs one and dropped when idle."""
 
     def __init__(self, per_user: int, wait: float) -> None:
         self.per_user = per_user
         self.wait = wait
-        # user id -> [semaphore, requests holding or waiting for it]
-        self._users: dict[str, list] = {}
+        self._users: dict[str, _UserEntry] = {}
 
     async def acquire(self, user_id: str) -> None:
         """Take one of ``user_id``'s slots; 429 when none frees within ``wait``."""
         entry = self._users.get(user_id)
         if entry is None:
-            entry = self._users[user_id] = [asyncio.Semaphore(self.per_user), 0]
-        semaphore: asyncio.Semaphore = entry[0]
-        entry[1] += 1
+            entry = self._users[user_id] = _UserEntry(asyncio.Semaphore(self.per_user))
+        semaphore = entry.semaphore
+        entry.users += 1
         try:
             if semaphore.locked():
                 try:
@@ -67,12 +73,12 @@ class UserSlots:
     def release(self, user_id: str) -> None:
         """Give back the slot ``acquire`` took."""
         entry = self._users[user_id]
-        entry[0].release()
+        entry.semaphore.release()
         self._leave(user_id, entry)
 
-    def _leave(self, user_id: str, entry: list) -> None:
-        entry[1] -= 1
-        if entry[1] == 0:
+    def _leave(self, user_id: str, entry: _UserEntry) -> None:
+        entry.users -= 1
+        if entry.users == 0:
             del self._users[user_id]
 
     @asynccontextmanager
@@ -108,7 +114,7 @@ class connection_for:  # noqa: N801 (used as a function: ``async with connection
 
     def __init__(self, request: Request, user_id: str) -> None:
         self.slots: UserSlots = request.state.user_slots
-        self.pool: AsyncConnectionPool = request.state.pool
+        self.pool: Pool = request.state.pool
         self.user_id = user_id
         self.conn: UserConnection | None = None
 
