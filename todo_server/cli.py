@@ -7,21 +7,12 @@ import asyncio
 import json
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Any
 
 import psycopg
 
-from todo_server import migrate
+from todo_server import migrate, package_version
 from todo_server.config import ConfigError, load_migration_settings, load_settings
-
-
-def _version() -> str:
-    try:
-        return package_version("todo-server")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def exit_cleanly_on_signals() -> None:
@@ -180,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "version":
-            print(_version())
+            print(package_version())
             return 0
         if args.command == "migrate":
             return run_migrate(args.action, args.json)

@@ -8,10 +8,9 @@ that every route is documented and every documented route exists.
 from __future__ import annotations
 
 import copy
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from todo_server import accounts, errors, idempotency, task_input, tasks
+from todo_server import accounts, errors, idempotency, package_version, task_input, tasks
 from todo_server.cursors import MAX_CURSOR_LENGTH
 from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
 from todo_server.task_store import TASK_FIELDS
@@ -25,14 +24,6 @@ PREFIX_NAMES = {
     "/api/{user_id}/tasks": ("UnderApiUser", "tasks (user in path)"),
     "/users/{user_id}/tasks": ("UnderUsers", "tasks (user in path)"),
 }
-
-
-def package_version() -> str:
-    """The installed package's version (pyproject.toml's), as the document's version."""
-    try:
-        return version("todo-server")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def error_codes() -> list[str]:
