@@ -606,20 +606,20 @@ def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
             },
             parameters=[ref("IfNoneMatch", "parameters")],
         ),
-        "put": operation(
-            "replaceTask",
-            "Update a task (full or partial body)",
-            {200: task_ok, "errors": update_errors},
-            parameters=if_match,
-            requestBody=json_body("TaskUpdate"),
-        ),
-        "patch": operation(
-            "updateTask",
-            "Update some fields of a task",
-            {200: task_ok, "errors": update_errors},
-            parameters=if_match,
-            requestBody=json_body("TaskUpdate"),
-        ),
+        # PUT and PATCH are one handler: the same body, answers and errors.
+        **{
+            method: operation(
+                operation_id,
+                summary,
+                {200: task_ok, "errors": update_errors},
+                parameters=if_match,
+                requestBody=json_body("TaskUpdate"),
+            )
+            for method, operation_id, summary in (
+                ("put", "replaceTask", "Update a task (full or partial body)"),
+                ("patch", "updateTask", "Update some fields of a task"),
+            )
+        },
         "delete": operation(
             "deleteTask",
             "Delete a task (soft; restore undoes it)",

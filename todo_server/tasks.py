@@ -291,12 +291,27 @@ async def update_task(request: Request) -> Response:
     task_id = task_id_of(request)
     fields = parse_task_fields(await read_json_object(request), creating=False)
     if_match = if_match_versions(request)
+    return await change_task(
+        request,
+        user_id,
+        task_id,
+        if_match,
+        lambda conn: task_store.update_task(conn, user_id, task_id, fields, if_match),
+        "update task",
+    )
+
+
+async def change_task(
+    request: Request,
+    user_id: str,
+    task_id: str,
+    if_match: list[int] | None,
+    write: Callable[[UserConnection], Awaitable[TaskRow | None]],
+    what: str,
+) -> Response:
+    """Run one task's change (retried on conflicts); 404 or 412 when it matched nothing."""
     async with connection_for(request, user_id) as conn:
-        row = await retry_conflicts(
-            conn,
-            lambda: task_store.update_task(conn, user_id, task_id, fields, if_match),
-            "update task",
-        )
+        row = await retry_conflicts(conn, lambda: write(conn), what)
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
     return task_response(row)
@@ -321,15 +336,14 @@ async def complete_task(request: Request) -> Response:
     task_id = task_id_of(request)
     completed = await completion_from_body(request)
     if_match = if_match_versions(request)
-    async with connection_for(request, user_id) as conn:
-        row = await retry_conflicts(
-            conn,
-            lambda: task_store.complete_task(conn, user_id, task_id, completed, if_match),
-            "complete task",
-        )
-        if row is None:
-            raise await missing(conn, user_id, task_id, if_match)
-    return task_response(row)
+    return await change_task(
+        request,
+        user_id,
+        task_id,
+        if_match,
+        lambda conn: task_store.complete_task(conn, user_id, task_id, completed, if_match),
+        "complete task",
+    )
 
 
 async def delete_task(request: Request) -> Response:
