@@ -91,3 +91,45 @@ def test_escape_controls_leaves_ordinary_text_alone():
         == "GET /api/tasks 200 ユーザー café"
     )
     assert logs.escape_controls("a\tb\x00c\u2029") == r"a\tb\x00c\u2029"
+
+
+def test_an_access_line_written_directly_is_the_line_its_record_would_give():
+    formatter = logs.JsonFormatter()
+    entries = [
+        logs.AccessEntry(1764595000.9996, "abc", "GET", "/api/tasks", 200, 1.23, "ada"),
+        logs.AccessEntry(1764595000.25, None, "POST", '/x\x1b[2J"q\\\u2028é', 404, 0.5, None),
+        logs.AccessEntry(1764595001.0, 'a"b\\c', "GET", "/y", 500, 12.0, "ユーザー\n"),
+    ]
+    for entry in entries:
+        direct = formatter.format_access(entry)
+        via_record = formatter.format(entry.as_record())
+        assert json.loads(direct) == json.loads(via_record)
+        assert list(json.loads(direct)) == list(json.loads(via_record))  # same key order
+        assert "\x1b" not in direct and "\u2028" not in direct and "\n" not in direct
+
+
+def test_the_writer_writes_records_and_access_entries_in_order(monkeypatch):
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logs.configure_logging("info", "json")
+        logging.getLogger("todo_server.test").info("before")
+        logs.log_access("rid-1", "GET", "/api/tasks", 200, 1.5, "ada")
+        logging.getLogger("todo_server.test").info("after")
+        logs.flush_logs()
+    finally:
+        logs.stop_logging()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        stream.close()
+    with os.fdopen(read_end) as lines:
+        written = [json.loads(line) for line in lines]
+    assert [entry["message"] for entry in written] == [
+        "before",
+        "GET /api/tasks 200 1.50ms user=ada",
+        "after",
+    ]
+    assert written[1]["request_id"] == "rid-1" and written[1]["path"] == "/api/tasks"

@@ -11,7 +11,6 @@ user id.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from todo_server.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from todo_server.responses import RenderedJSON
 from todo_server.task_input import is_task_id, list_query_from, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
@@ -133,12 +133,7 @@ def list_etag(request: Request, user_id: str, state: str) -> str:
 def task_response(
     row: TaskRow, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(
-        row.body,
-        status_code=status,
-        media_type="application/json",
-        headers={"ETag": etag(row.version), **(headers or {})},
-    )
+    return RenderedJSON(row.body.encode(), status, etag=etag(row.version), headers=headers)
 
 
 def quota_error(settings: Settings) -> ValidationFailed:
@@ -191,18 +186,16 @@ async def list_tasks(request: Request) -> Response:
     settings: Settings = request.state.settings
     tag = list_etag(request, user_id, page.state)
     if settings.compatible:
-        response = bare_page(request, page.bodies, page.count, next_cursor)
-        response.headers["ETag"] = tag
-        return response
-    body = (
-        '{"tasks":['
-        + page.bodies
-        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)}}}'
-    )
-    return Response(body, media_type="application/json", headers={"ETag": tag})
+        return bare_page(request, page.bodies, page.count, next_cursor, tag)
+    # A cursor is base64url (cursors.py): quoted as it is, it is a JSON string.
+    cursor_json = "null" if next_cursor is None else f'"{next_cursor}"'
+    body = f'{{"tasks":[{page.bodies}],"count":{page.count},"next_cursor":{cursor_json}}}'
+    return RenderedJSON(body.encode(), etag=tag)
 
 
-def bare_page(request: Request, bodies: str, count: int, next_cursor: str | None) -> Response:
+def bare_page(
+    request: Request, bodies: str, count: int, next_cursor: str | None, tag: str
+) -> Response:
     """The compatible dialect's page: a bare JSON array, paging in headers.
 
     ``Link: <...>; rel="next"`` (RFC 8288, as GitHub's API pages) is this same
@@ -219,7 +212,7 @@ def bare_page(request: Request, bodies: str, count: int, next_cursor: str | None
             [*query, ("cursor", next_cursor)]
         )
         headers["Link"] = f'<{url}>; rel="next"'
-    return Response("[" + bodies + "]", media_type="application/json", headers=headers)
+    return RenderedJSON(f"[{bodies}]".encode(), etag=tag, headers=headers)
 
 
 async def create_task(request: Request) -> Response:
