@@ -26,7 +26,7 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from tests.pgcluster import PostgresCluster, as_role, ensure_runtime_role
+from devtools.postgres import PostgresCluster, as_role, ensure_runtime_role
 from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import Settings, load_settings

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import JwksServer, SigningKey, bearer, frontend_token
 
 PASSWORD = "correct horse battery"

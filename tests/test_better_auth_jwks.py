@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from jwt.utils import base64url_encode
 
+from devtools.liveserver import LiveServer, free_port
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
-from tests.liveserver import LiveServer, free_port
 from tests.tokens import bearer
 
 

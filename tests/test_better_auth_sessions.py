@@ -22,9 +22,9 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
+from devtools.postgres import as_role
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
-from tests.pgcluster import as_role
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate, sessions
 from todo_server.app import create_app
@@ -321,7 +321,7 @@ def test_missing_grants_and_wrong_names_are_503_and_logged(
 
 
 def test_readme_documents_the_read_only_grants():
-    from tests.liveserver import ROOT
+    from devtools.liveserver import ROOT
 
     readme = (ROOT / "README.md").read_text()
     for grant in READ_ONLY_GRANTS:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import bearer, frontend_token
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

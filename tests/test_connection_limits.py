@@ -11,8 +11,8 @@ import time
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 
 LIMITS = {
     "MAX_REQUEST_HEAD_BYTES": "16384",

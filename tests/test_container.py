@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from devtools.liveserver import ROOT, free_port
 from tests.conftest import TEST_SECRET
-from tests.liveserver import ROOT, free_port
 from tests.test_pgbouncer import ROLE, bouncer  # noqa: F401 (a fixture)
 from tests.tokens import bearer, frontend_token
 

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx2
 
+from devtools.liveserver import ROOT, free_port
 from tests.conftest import settings_env
-from tests.liveserver import ROOT, free_port
 from tests.tokens import bearer, frontend_token
 
 
@@ -39,6 +40,9 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(tmp_path, pg_serv
     )
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("todo_server-*.whl")
+    top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    # Only the service: devtools/, tests/ and bench/ are for development.
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"todo_server"}
     assert run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path).returncode == 0
     installed = run(str(venv / "bin" / "pip"), "install", "-q", str(wheel), cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr

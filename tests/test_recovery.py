@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.conftest import settings_env
-from tests.pgcluster import PostgresCluster, ensure_runtime_role
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
 from todo_server.app import create_app

@@ -15,7 +15,7 @@ def fresh_checkout(target: Path) -> Path:
     target.mkdir()
     for name in ("run.sh", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, target / name)
-    for name in ("todo_server", "sql"):
+    for name in ("todo_server", "sql", "devtools"):
         shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 

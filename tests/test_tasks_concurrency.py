@@ -10,8 +10,8 @@ import httpx2
 import psycopg
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tasks_helpers import User, assert_error
 from tests.tokens import bearer, frontend_token
 

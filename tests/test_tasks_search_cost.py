@@ -8,8 +8,8 @@ import time
 
 import httpx2
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tasks_helpers import User, assert_error
 from tests.tokens import bearer, frontend_token
 from todo_server.task_store import build_list_query

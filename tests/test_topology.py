@@ -23,10 +23,10 @@ import httpx2
 import psycopg
 import pytest
 
+from devtools.liveserver import LiveServer
+from devtools.pgbouncer import PgBouncer
+from devtools.postgres import FAST_SETTINGS, PostgresCluster, ensure_runtime_role
 from tests.conftest import settings_env, with_dbname
-from tests.liveserver import LiveServer
-from tests.pgbouncer import PgBouncer
-from tests.pgcluster import FAST_SETTINGS, PostgresCluster, ensure_runtime_role
 from tests.test_tasks_sync import Replica
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
