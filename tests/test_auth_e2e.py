@@ -8,20 +8,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
-import pytest
 
 from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.tokens import JwksServer, SigningKey, bearer, frontend_token
+from tests.tokens import SigningKey, bearer, frontend_token
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def jwks():
-    server = JwksServer([SigningKey.ed25519("ed-1"), SigningKey.rsa("rsa-1")])
-    yield server
-    server.close()
 
 
 def test_all_three_token_sources_and_key_rotation(database_url, db, jwks):

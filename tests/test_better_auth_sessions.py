@@ -23,6 +23,7 @@ from psycopg import sql
 from starlette.testclient import TestClient
 
 from devtools.postgres import as_role
+from tests.assertions import assert_401, assert_503
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
 from tests.tokens import bearer, frontend_token
@@ -90,22 +91,6 @@ def expire(better_auth_url: str, token: str, seconds_from_now: float) -> None:
 def delete_session(better_auth_url: str, token: str) -> None:
     with psycopg.connect(better_auth_url, autocommit=True) as conn:
         assert conn.execute("DELETE FROM session WHERE token = %s", (token,)).rowcount == 1
-
-
-def assert_401(r, why: str | None = None, message: str | None = None) -> None:
-    """401 with RFC 6750's challenge; its short reason, when given, in header and message."""
-    assert r.status_code == 401, r.text
-    challenge = r.headers["www-authenticate"]
-    assert challenge.startswith('Bearer error="invalid_token", error_description="'), challenge
-    if why is not None:
-        assert challenge.endswith(f'error_description="{why}"'), challenge
-        assert r.json()["message"] == message or f"Invalid token: {why}"
-
-
-def assert_503(r) -> None:
-    assert r.status_code == 503, r.text
-    assert r.headers["retry-after"] == "2"
-    assert r.json()["code"] == "service_unavailable"
 
 
 # --- what works ---------------------------------------------------------------
@@ -224,7 +209,9 @@ def test_expired_session_is_401(session_client, better_auth, better_auth_url):
     client = session_client()
     ada = better_auth.sign_up("Ada")
     expire(better_auth_url, ada.token, -60)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
+    assert_401(
+        client.get("/auth/me", headers=bearer(ada.token)), "expired", message="Session has expired"
+    )
 
 
 def test_a_session_that_never_expires_opens_the_api(session_client, better_auth, better_auth_url):
@@ -243,7 +230,9 @@ def test_a_remembered_session_ends_at_its_expiry(session_client, better_auth, be
     expire(better_auth_url, ada.token, 1.0)
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
     time.sleep(1.1)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
+    assert_401(
+        client.get("/auth/me", headers=bearer(ada.token)), "expired", message="Session has expired"
+    )
 
 
 def test_unknown_and_malformed_tokens_are_401(session_client, better_auth):

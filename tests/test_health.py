@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import pytest
-
-from tests.tokens import JwksServer, SigningKey, bearer
+from tests.tokens import bearer
 
 
 def test_health_reports_database_ok(client):
@@ -24,13 +22,6 @@ def test_health_reports_database_ok(client):
 
 
 # --- the JWKS's state: reported, never failing liveness -----------------------------
-
-
-@pytest.fixture
-def jwks():
-    server = JwksServer([SigningKey.ed25519("ed-1")])
-    yield server
-    server.close()
 
 
 def jwks_health(client, until: str) -> dict:

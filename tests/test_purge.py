@@ -10,11 +10,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
 from todo_server.purge import PURGE_LOCK_KEY, Purged, purge
 
 NOW = datetime.now(UTC)
@@ -30,11 +30,6 @@ def purge_at(database_url: str, when: datetime, **options) -> Purged:
             return await purge(conn, retention_days=30, now=when, **options)
 
     return asyncio.run(run())
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
 
 
 def test_deleted_tasks_can_be_restored_until_purged_after_retention(ada, db, database_url):

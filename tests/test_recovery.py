@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from devtools.postgres import PostgresCluster, ensure_runtime_role
+from tests.assertions import assert_503
 from tests.conftest import settings_env
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
@@ -61,12 +62,6 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
     }
     assert r.headers["retry-after"] == "2"
     assert elapsed < pool_timeout + 1.0
-
-
-def assert_503(r) -> None:
-    assert r.status_code == 503, r.text
-    assert r.json()["code"] == "service_unavailable"
-    assert r.headers["retry-after"] == "2"
 
 
 def test_database_stopped_and_restarted_under_a_running_app(cluster):

@@ -11,15 +11,10 @@ import psycopg
 import pytest
 
 from devtools.liveserver import LiveServer
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
 from tests.tokens import bearer, frontend_token
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
-
 
 WRITES = [
     ("PUT", "", {"json": {"title": "changed"}}),

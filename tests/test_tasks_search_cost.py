@@ -9,8 +9,9 @@ import time
 import httpx2
 
 from devtools.liveserver import LiveServer
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
 from tests.tokens import bearer, frontend_token
 from todo_server.task_store import build_list_query
 

@@ -25,7 +25,6 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from tests.conftest import as_role
-from tests.tasks_helpers import User
 from todo_server.db import create_pool
 from todo_server.user_connection import UserConnection, acting_as
 from todo_server.user_slots import UserSlots, connection_for
@@ -34,8 +33,7 @@ SETTING_SQL = "SELECT current_setting('app.user_id', true) AS who"
 
 
 @pytest.fixture
-def two_users(client):
-    ada, bob = User(client, "ada"), User(client, "bob")
+def two_users(ada, bob):
     ada.create(title="ada's")
     bob.create(title="bob's")
     return ada.id, bob.id
