@@ -384,10 +384,25 @@ def test_verified_tokens_are_remembered_until_they_expire(make_settings, monkeyp
     asyncio.run(run())
 
 
-def test_refused_tokens_are_not_remembered(client):
+def test_refused_tokens_are_not_remembered(client, monkeypatch):
+    """A refused token is checked afresh every time (a refusal is never cached), while an
+    accepted one is checked once."""
+    from todo_server import tokens as tokens_module
+
+    checked: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(
+        tokens_module.jwt,
+        "decode",
+        lambda token, *a, **k: checked.append(token) or real_decode(token, *a, **k),
+    )
     bad = hs256(claims(), secret="another-secret-that-is-long-enough-1234")
-    for _ in range(2):
-        assert_401(client.get("/auth/me", headers=bearer(bad)))
+    good = frontend_token("remembered")
+    for attempt in (1, 2, 3):
+        assert_401(client.get("/auth/me", headers=bearer(bad)), "bad signature")
+        assert client.get("/auth/me", headers=bearer(good)).status_code == 200
+        assert checked.count(bad) == attempt  # its signature checked again each time
+        assert checked.count(good) == 1  # the cache answers after the first time
 
 
 # --- every refusal names its reason ----------------------------------------------
