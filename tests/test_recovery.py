@@ -61,9 +61,12 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
         "jwks": {"state": "not_configured", "age_seconds": None},
     }
     assert r.headers["retry-after"] == "2"
-    assert elapsed < pool_timeout + 1.0
+    # Bounded by DB_POOL_TIMEOUT, with room for a busy machine; an unbounded wait would
+    # be psycopg's own 30 s.
+    assert elapsed < pool_timeout + 2.0, elapsed
 
 
+@pytest.mark.timing
 def test_database_stopped_and_restarted_under_a_running_app(cluster):
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -75,7 +78,8 @@ def test_database_stopped_and_restarted_under_a_running_app(cluster):
         assert_503(client.post("/api/tasks", json={"title": "during"}, headers=AUTH))
         assert_503(client.patch(f"/api/tasks/{task['id']}/complete", headers=AUTH))
         assert_503(client.get("/auth/me", headers=AUTH))
-        # Staying down a while must not stop the pool from trying again later.
+        # Staying down a while must not stop the pool from trying again later: the wait
+        # is the behaviour under test.
         time.sleep(2)
         assert_degraded(client, 0.5)
         cluster.start()
@@ -84,6 +88,7 @@ def test_database_stopped_and_restarted_under_a_running_app(cluster):
         assert client.get("/api/tasks", headers=AUTH).json()["tasks"] == [task]
 
 
+@pytest.mark.timing
 def test_app_starts_while_database_is_down_and_recovers(cluster):
     cluster.stop()
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
