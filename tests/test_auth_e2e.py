@@ -69,6 +69,7 @@ def test_unknown_kid_flood_is_not_a_fetch_flood(database_url, db, jwks):
     assert jwks.fetches == 2  # start-up, then the first made-up kid; then the cooldown
 
 
+@pytest.mark.slow
 def test_login_throttling_is_shared_by_two_server_processes(database_url, db):
     env = settings_env(database_url)
     with LiveServer(env) as one, LiveServer(env) as two:
@@ -104,6 +105,7 @@ def _post_all(requests: list[tuple[str, dict]]) -> list[httpx2.Response]:
         return list(pool.map(lambda item: post(*item), requests))
 
 
+@pytest.mark.slow
 def test_concurrent_wrong_passwords_check_at_most_the_limit_across_processes(database_url, db):
     env = settings_env(database_url, LOGIN_MAX_FAILURES="5")
     with LiveServer(env) as one, LiveServer(env) as two:
@@ -126,6 +128,7 @@ def test_concurrent_wrong_passwords_check_at_most_the_limit_across_processes(dat
     assert failures == 5
 
 
+@pytest.mark.slow
 def test_forwarded_for_is_believed_only_from_trusted_proxies(database_url, db):
     def failures_with_rotating_forwarded_for(server: LiveServer) -> list[int]:
         statuses = []

@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from devtools.liveserver import ROOT
 
 
+@pytest.mark.slow
 def test_bench_harness_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--output", str(tmp_path)],

@@ -124,6 +124,7 @@ def test_a_deleted_key_is_refused_right_after_the_next_fetch(database_url, bette
     assert "no longer lists key(s) " + kid_of(old_token) in log
 
 
+@pytest.mark.slow
 @pytest.mark.timing
 def test_a_service_started_before_better_auth_serves_within_seconds_of_it(
     database_url, better_auth_db, started

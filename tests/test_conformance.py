@@ -39,6 +39,7 @@ CHECKS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialect", ["standard", "compatible"])
 def test_schemathesis_finds_nothing(database_url, db, tmp_path, dialect):
     """In each dialect, the document the server serves is the one it keeps to."""

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from devtools.liveserver import ROOT, free_port
 from tests.conftest import settings_env
@@ -23,6 +24,7 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
     )
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_migrates_and_serves_from_anywhere(tmp_path, pg_server):
     dist, venv, elsewhere = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -66,6 +66,7 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
     assert elapsed < pool_timeout + 2.0, elapsed
 
 
+@pytest.mark.slow
 @pytest.mark.timing
 def test_database_stopped_and_restarted_under_a_running_app(cluster):
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
@@ -98,6 +99,7 @@ def test_app_starts_while_database_is_down_and_recovers(cluster):
         health_until(client, 200, within=10)
 
 
+@pytest.mark.slow
 def test_a_server_started_while_the_database_was_down_waits_for_migrations(pg_server):
     from tests.conftest import with_dbname
 

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,6 +22,7 @@ def fresh_checkout(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_two_first_runs_at_once_both_set_up(tmp_path):
     project = fresh_checkout(tmp_path / "project")
     env = {

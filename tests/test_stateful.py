@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -68,6 +69,7 @@ def visible(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_random_walks_match_the_model(database_url, db):
     env = settings_env(database_url, DB_POOL_MAX="4")
     with LiveServer(env) as server, httpx2.Client(base_url=server.base_url, timeout=10) as http:

@@ -68,6 +68,7 @@ def test_search_uses_the_trigram_index(db):
     assert "Bitmap Index Scan on tasks_user_search_trgm_idx" in plan, plan
 
 
+@pytest.mark.slow
 @pytest.mark.timing
 def test_another_users_list_stays_fast_under_16_worst_case_searches(database_url, db):
     seed_maximal_tasks(db, "attacker", 3000)
@@ -105,6 +106,7 @@ def test_another_users_list_stays_fast_under_16_worst_case_searches(database_url
     assert statistics.median(timings) < 0.5, timings
 
 
+@pytest.mark.slow
 def test_one_user_cannot_hold_the_whole_pool(database_url, db):
     """The attacker's writes all wait on a row lock; the bystander still gets a connection."""
     env = settings_env(
