@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
+from tests.timekeeping import wait_until
 from tests.tokens import bearer
 
 
@@ -26,13 +26,13 @@ def test_health_reports_database_ok(client):
 
 def jwks_health(client, until: str) -> dict:
     """/health's jwks part once it reaches ``until`` (the start-up fetch runs in the background)."""
-    deadline = time.monotonic() + 5
-    while True:
+
+    def reached() -> dict | None:
         r = client.get("/health")
         assert r.status_code == 200, r.text
-        if r.json()["jwks"]["state"] == until or time.monotonic() > deadline:
-            return r.json()["jwks"]
-        time.sleep(0.02)
+        return r.json()["jwks"] if r.json()["jwks"]["state"] == until else None
+
+    return wait_until(reached, f"/health to report the JWKS {until}")
 
 
 def test_health_reports_a_fetched_jwks_and_its_age(make_client, jwks):

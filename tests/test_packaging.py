@@ -6,15 +6,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from devtools.liveserver import ROOT, free_port
+from devtools.liveserver import ROOT, answers, free_port
 from tests.conftest import settings_env
+from tests.timekeeping import wait_until
 from tests.tokens import bearer, frontend_token
 
 
@@ -77,14 +77,8 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(tmp_path, pg_serv
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert httpx2.get(base + "/health", timeout=1).status_code == 200
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the installed server never answered"
-                time.sleep(0.1)
+        wait_until(lambda: answers(base + "/health"), "the installed server to answer")
+        assert httpx2.get(base + "/health", timeout=5).status_code == 200
         r = httpx2.post(
             base + "/api/tasks", json={"title": "from a wheel"}, headers=bearer(frontend_token("w"))
         )
