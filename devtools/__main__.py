@@ -18,7 +18,11 @@ from devtools.postgres import LocalCluster, SetupError, find_bindir, say
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("pg-bindir")
     local = commands.add_parser("local-postgres")
