@@ -10,7 +10,7 @@
 #   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
 #
 # Installs what it needs: a virtualenv in .venv (re-installed when pyproject.toml
-# changes) and, when missing, Debian's PostgreSQL server package. With no
+# or constraints.txt changes) and, when missing, Debian's PostgreSQL server package. With no
 # DATABASE_URL it runs a private PostgreSQL whose data lives in .data/postgres,
 # reachable only through a Unix socket, and stops it again on exit.
 set -euo pipefail
@@ -69,7 +69,7 @@ apt_install() {
 ensure_venv() {
   local extra=$1 want have=""
   command -v python3 >/dev/null || apt_install python3 python3-venv
-  want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extra"
+  want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) $extra"
   [ -f "$VENV/.installed" ] && have=$(cat "$VENV/.installed")
   # A test install (dev extra) also serves; a serve install lacks pytest.
   if [ "$have" = "$want" ] || { [ "$extra" = "" ] && [ "$have" = "${want}dev" ]; }; then
@@ -81,7 +81,9 @@ ensure_venv() {
   say "installing the project into .venv"
   local target="."
   [ -n "$extra" ] && target=".[$extra]"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  # constraints.txt pins every version, so each machine and CI test the same packages.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+    -e "$target"
   echo "$want" >"$VENV/.installed"
 }
 
@@ -236,7 +238,8 @@ case "$command" in
   test)
     take_setup_lock
     ensure_venv dev
-    [ -n "${TEST_DATABASE_URL:-}" ] || ensure_postgres_installed
+    # Even with TEST_DATABASE_URL: the recovery, topology and bench tests start their own clusters.
+    ensure_postgres_installed
     # The docs pages are checked in a real browser; the benchmark smoke test needs wrk;
     # the service and migrations are tested behind a real PgBouncer.
     command -v chromium >/dev/null || apt_install chromium

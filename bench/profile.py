@@ -33,6 +33,8 @@ PY_SPY_VENV = bench.ROOT / ".data" / "py-spy"
 
 #: Layers, innermost first: a sample goes to the first whose file is on its stack.
 LAYERS = [
+    # Writing the response to the socket is uvicorn's, whichever layer's send called it.
+    ("uvicorn HTTP protocol and socket writes", ["uvicorn/", "http_limits.py", "httptools"]),
     ("access log", ["logging/__init__", "todo_server/logs.py"]),
     ("SQL round trip (executor, psycopg)", ["user_connection.py", "psycopg/"]),
     ("pool checkout and return", ["psycopg_pool"]),
@@ -53,13 +55,14 @@ LAYERS = [
             "starlette/_utils.py",
         ],
     ),
-    ("request-context middleware", ["todo_server/middleware.py"]),
+    ("request middleware (ids, headers, body limit, errors)", ["todo_server/middleware.py"]),
     (
         "handler code",
         [
             "todo_server/tasks.py",
             "todo_server/idempotency.py",
             "todo_server/task_store.py",
+            "todo_server/task_listing.py",
             "todo_server/db.py",
         ],
     ),
@@ -67,7 +70,6 @@ LAYERS = [
 ]
 #: Matched only when no layer above is on the stack.
 OUTER = [
-    ("uvicorn HTTP protocol", ["uvicorn/", "http_limits.py", "httptools"]),
     ("asyncio event loop", ["asyncio/", "selectors.py"]),
 ]
 
@@ -82,6 +84,8 @@ def py_spy() -> Path:
 
 def layer_of(stack: str) -> str:
     frames = stack.split(";")
+    if any("todo_server/logs.py" in frame for frame in frames):
+        return "access log"  # the loop's append and all of the writer thread (its json too)
     for table in (LAYERS, OUTER):
         for frame in reversed(frames):
             for name, files in table:

@@ -5,6 +5,9 @@ tasks, starts the service in production configuration and a bare Starlette app
 under the same uvicorn options, and drives both with wrk (one load thread; the
 machine has two cores) through Lua scenarios that rotate over the users'
 tokens. It also runs the service's own list query under ``pgbench -M prepared``.
+Two peers answer the same list request: the floor (bench/floor_app.py) and, when
+``seed`` is among the scenarios, the seed stack (bench/seed_app.py, FastAPI +
+SQLModel + psycopg2), installed in its own virtualenv under .data/.
 
 The machines are noisy, so each repeat alternates the bare ceiling and every
 scenario, and the report gives medians and ratios measured in the same run.
@@ -15,6 +18,8 @@ Run from the project folder as ``python -m bench.run`` (what ``./run.sh bench`` 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -34,11 +39,13 @@ import psycopg
 
 from devtools.liveserver import ROOT, LiveServer, free_port
 from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, as_role, ensure_runtime_role
-from todo_server import migrate, task_store
+from todo_server import migrate, task_listing
 
 SECRET = "bench-secret-" + "b" * 40
-SCENARIOS = ("list", "poll", "floor", "get", "create", "update", "complete", "mix")
+SCENARIOS = ("list", "poll", "floor", "seed", "get", "create", "update", "complete", "mix")
 RESULTS = ROOT / "bench" / "results"
+SEED_REQUIREMENTS = ROOT / "bench" / "seed-requirements.txt"
+SEED_VENV = ROOT / ".data" / "bench-seed-venv"
 
 SEED_USERS_SQL = """
 INSERT INTO users (id, email, name, live_tasks)
@@ -170,6 +177,104 @@ def service_env(database_url: str, workers: int) -> dict[str, str]:
     }
 
 
+# --- the seed stack -------------------------------------------------------------------
+
+
+def ensure_seed_venv() -> Path:
+    """The seed stack's own virtualenv, installed again only when its requirements change.
+
+    Returns its python. A stamp file holds the requirements' digest and the Python
+    version; a lock keeps two harness runs from installing into it at once.
+    """
+    digest = hashlib.sha256(SEED_REQUIREMENTS.read_bytes()).hexdigest()
+    want = f"{digest} {platform.python_version()}"
+    python = SEED_VENV / "bin" / "python"
+    stamp = SEED_VENV / ".installed"
+    SEED_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(SEED_VENV.parent / "bench-seed-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text().strip() == want and python.exists():
+            return python
+        log(f"installing the seed stack into {SEED_VENV} (first run, or its requirements changed)")
+        stamp.unlink(missing_ok=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(SEED_VENV)], check=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            + ["-r", str(SEED_REQUIREMENTS)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"installing the seed stack failed:\n{result.stderr[-3000:]}")
+        stamp.write_text(want + "\n")
+    return python
+
+
+def start_seed(python: Path, database_url: str, workers: int, log_path: Path) -> Server:
+    """The seed stack under uvicorn with the bare app's options, in its own virtualenv.
+
+    It connects as the harness's superuser, which row-level security does not
+    bind (the seed filters by user in its WHERE), and verifies the harness's
+    tokens with the same shared secret the service is given. A short graceful
+    shutdown: a stalled seed (see restart_if_stalled) would otherwise hold its
+    stop for the full 20 s.
+    """
+    return Server(
+        "seed",
+        [
+            str(python),
+            "-m",
+            "uvicorn",
+            "bench.seed_app:app",
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "2",
+        ],
+        {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DATABASE_URL": database_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "SECRET_KEY": SECRET,
+        },
+        log_path,
+    )
+
+
+def restart_if_stalled(
+    seed: Server,
+    result: dict[str, Any],
+    python: Path,
+    database_url: str,
+    workers: int,
+    data: Path,
+    log_path: Path,
+) -> Server:
+    """A fresh seed stack after a run it did not keep up with; else the same one.
+
+    From about 70 connections per worker the seed can stall: all 40 of its threads
+    wait for a pool connection (py-spy: QueuePool._do_get), while the pool's 30
+    connections belong to requests whose response validation and session close
+    wait for one of those threads; nothing moves until SQLAlchemy's 30 s pool
+    timeout (the known issue of sync ``yield`` session dependencies,
+    fastapi/fastapi#3205 and #12066). The backlog would carry the stall into the
+    seed's next run, so it starts again, warmed up like the first one.
+    """
+    if result["requests"] and not result["errors"]:
+        return seed
+    log("the seed stack stalled; starting it again for its next run")
+    seed.stop()
+    fresh = start_seed(python, database_url, workers, log_path)
+    wrk(fresh.url, "seed", 16, 1, data)
+    return fresh
+
+
 # --- load ----------------------------------------------------------------------------
 
 
@@ -212,7 +317,7 @@ def wrk(url: str, scenario: str, connections: int, seconds: float, data: Path) -
 
 def pgbench(cluster: PostgresCluster, dbname: str, seconds: float, users: int) -> float:
     """Transactions/s of the service's own list query under pgbench -M prepared."""
-    text, _ = task_store.build_list_query("-created_at", {}, None)
+    text, _ = task_listing.build_list_query("-created_at", {}, None)
     for placeholder, value in (
         ("%(user_id)s", "'bench-' || :u"),
         ("%(limit)s", "50"),
@@ -330,6 +435,7 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f" {row['rps'] / floor_rps:.0%} of the floor endpoint (bench/floor_app.py,"
                 f" {floor_rps:.0f} req/s)."
             )
+    lines += seed_lines(summary, meta["config"].get("smoke", False))
     if meta.get("pgbench_tps"):
         lines += [
             "",
@@ -337,6 +443,37 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{statistics.median(meta['pgbench_tps']):.0f} transactions/s (median).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def seed_lines(summary: list[dict[str, Any]], smoke: bool) -> list[str]:
+    """The service's list as a multiple of the seed stack's, measured in the same run."""
+    if smoke:
+        return [
+            "\nThe seed stack (bench/seed_app.py) is not run in --smoke: installing its"
+            " virtualenv costs time. Run it with --scenarios list,seed."
+        ]
+    seeds = {
+        (row["workers"], row["connections"]): row["rps"]
+        for row in summary
+        if row["scenario"] == "seed"
+    }
+    lines = []
+    for row in summary:
+        key = (row["workers"], row["connections"])
+        seed_rps = seeds.get(key)
+        if row["scenario"] == "list" and seed_rps == 0:
+            lines.append(
+                f"\nlist at {row['connections']} connections, {row['workers']} worker(s):"
+                f" {row['rps']:.0f} req/s; the seed stack answered no request (it stalls: pool"
+                " connections held by sessions waiting to close, fastapi/fastapi#3205)."
+            )
+        elif row["scenario"] == "list" and seed_rps:
+            lines.append(
+                f"\nlist at {row['connections']} connections, {row['workers']} worker(s):"
+                f" {row['rps'] / seed_rps:.1f}× the seed stack (FastAPI + SQLModel + psycopg2,"
+                f" bench/seed_app.py, {seed_rps:.0f} req/s)."
+            )
+    return lines
 
 
 def machine() -> dict[str, Any]:
@@ -384,6 +521,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
+    # The seed stack is started only when asked for: its virtualenv costs an install
+    # the first time, so --smoke (list and create) never pays for it.
+    seed_python = ensure_seed_venv() if "seed" in scenarios else None
     work = Path(tempfile.mkdtemp(prefix="todo-bench-"))
     cluster = PostgresCluster(settings=DURABLE_SETTINGS)
     servers: list[Server] = []
@@ -455,15 +595,21 @@ def main() -> int:
                 work / f"floor-{workers}.log",
             )
             servers.append(floor)
-            for target, scenario in ((service, "list"), (bare, "bare"), (floor, "floor")):
+            peers = {"bare": bare, "floor": floor}
+            if seed_python:
+                peers["seed"] = start_seed(seed_python, url, workers, work / f"seed-{workers}.log")
+                servers.append(peers["seed"])
+            for scenario, target in (("list", service), *peers.items()):
                 wrk(target.url, scenario, 16, 1, data)  # warm-up: pools, prepared statements
             for repeat in range(args.repeat):
                 for conns in connections:
                     for scenario in ["bare", *scenarios]:
-                        target = {"bare": bare, "floor": floor}.get(scenario, service)
+                        target = peers.get(scenario, service)
                         if scenario == "poll":  # 304s: the ETags as they are now
                             write_lua_data(first_tasks, data, current_etags(service.url, tokens))
                         result = wrk(target.url, scenario, conns, args.seconds, data)
+                        if not result["requests"]:  # none answered within the run: none counted
+                            result["errors"] = result["unanswered"] = conns
                         result.update(
                             workers=workers, scenario=scenario, connections=conns, repeat=repeat
                         )
@@ -473,6 +619,19 @@ def main() -> int:
                             f"p50 {result['p50_ms']:6.1f} ms p99 {result['p99_ms']:6.1f} ms "
                             f"errors {result['errors']}"
                         )
+                        if scenario == "seed":
+                            seed_peer = restart_if_stalled(
+                                peers["seed"],
+                                result,
+                                seed_python,
+                                url,
+                                workers,
+                                data,
+                                work / f"seed-{workers}-{repeat}-{conns}.log",
+                            )
+                            if seed_peer is not peers["seed"]:
+                                peers["seed"] = seed_peer
+                                servers.append(seed_peer)
                 if workers == workers_list[0]:
                     tps = pgbench(cluster, "bench", args.seconds, args.users)
                     pgbench_tps.append(tps)
@@ -480,8 +639,8 @@ def main() -> int:
             peak_rss[str(workers)] = service.peak_rss_mb()
             log(f"peak RSS per worker: {', '.join(f'{m:.0f} MB' for m in peak_rss[str(workers)])}")
             service.stop()
-            bare.stop()
-            floor.stop()
+            for peer in peers.values():
+                peer.stop()
     finally:
         for server in servers:
             server.stop()

@@ -25,6 +25,8 @@ local builders = {
   end,
   -- The floor endpoint (bench/floor_app.py) answers the same list request.
   floor = function(k) return wrk.format("GET", "/api/tasks?limit=50", auth(k)) end,
+  -- So does the seed stack (bench/seed_app.py, FastAPI + SQLModel + psycopg2).
+  seed = function(k) return wrk.format("GET", "/api/tasks?limit=50", auth(k)) end,
   get = function(k) return wrk.format("GET", "/api/tasks/" .. data.tasks[k], auth(k)) end,
   create = function(k)
     return wrk.format("POST", "/api/tasks", auth(k), '{"title":"bench task","tags":["bench"]}')

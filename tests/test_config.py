@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from todo_server import config
 from todo_server.config import GENERATED_SECRET_PREFIX, SETTINGS, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,16 +223,61 @@ def test_secrets_stay_out_of_reprs_and_errors():
     assert "short-secret-value" not in str(caught.value)
 
 
-def test_readme_table_lists_every_setting():
+def test_readme_table_is_generated_from_the_declared_settings():
+    """Names, defaults and meanings: the README's table is exactly what SETTINGS says."""
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, flags=re.MULTILINE))
-    assert set(SETTINGS) <= documented, f"missing from README: {set(SETTINGS) - documented}"
+    assert _table_of(readme) == _table_of(config.readme_with_table(readme)), (
+        "README's settings table is stale: run python -m todo_server.config --write"
+    )
 
 
-def test_env_example_lists_every_setting():
+def _table_of(readme: str) -> list[str]:
+    start = readme.index(config.README_TABLE_START)
+    return readme[start : readme.index(config.README_TABLE_END, start)].splitlines()
+
+
+def test_env_example_is_generated_from_the_declared_settings():
     example = (ROOT / ".env.example").read_text()
-    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
-    assert set(SETTINGS) <= listed, f"missing from .env.example: {set(SETTINGS) - listed}"
+    assert example.splitlines() == config.env_example().splitlines(), (
+        ".env.example is stale: run python -m todo_server.config --write"
+    )
+
+
+def test_every_setting_is_read_from_the_table_and_documented_once():
+    names = [setting.name for setting in SETTINGS]
+    assert len(names) == len(set(names))
+    source = (ROOT / "todo_server" / "config.py").read_text()
+    loading = source[source.index("def load_database_settings(") :]
+    for name in names:
+        # Each default is written once: loading reads a setting by name, never its default.
+        assert f'"{name}"' in loading, f"{name} is declared but never loaded"
+    for setting in SETTINGS:
+        assert setting.default is not None or setting.shown_default is not None, setting.name
+
+
+def test_env_example_values_load_and_plain_defaults_change_nothing():
+    """A copied .env.example loads to the defaults; each commented-out example is accepted."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    given = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert load_settings(env(**given)) == load_settings(env())
+    for line in lines:
+        match = re.fullmatch(r"# ([A-Z][A-Z0-9_]*)=(.+)", line)
+        if match and match[1] not in ("JWT_ALGORITHMS", "JWT_JWKS_ISSUER", "JWT_JWKS_AUDIENCE"):
+            load_settings(env(**{match[1]: match[2]}))
+        elif match:  # these need a JWKS to apply to
+            load_settings(env(JWT_JWKS_URL=JWKS_URL, **{match[1]: match[2]}))
+
+
+def test_the_generator_prints_and_rewrites(tmp_path, capsys):
+    assert config.main(["--readme-table"]) == 0
+    assert capsys.readouterr().out == config.readme_table()
+    assert config.main(["--env-example"]) == 0
+    assert capsys.readouterr().out == config.env_example()
+    stale = (ROOT / "README.md").read_text().replace("| `PORT` | `8000` |", "| `PORT` | `80` |")
+    (tmp_path / "README.md").write_text(stale)
+    assert config.main(["--write", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text() == (ROOT / "README.md").read_text()
+    assert (tmp_path / ".env.example").read_text() == config.env_example()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from tests.conftest import TEST_SECRET
 from tests.tasks_helpers import PREFIXES
 from tests.tokens import claims, hs256
 from todo_server import passwords
-from todo_server.cursors import Cursor, CursorCodec
+from todo_server.cursors import CursorCodec, PageToken
 from todo_server.task_input import LIST_PARAMETERS
 
 USER = "fuzz"
@@ -117,7 +117,7 @@ body = st.one_of(
 # Signed by the server's own key, so only the values inside are odd.
 _codec = CursorCodec(TEST_SECRET)
 SIGNED_ODDITIES = [
-    _codec.encode(Cursor(sort, value, last_id))
+    _codec.encode(PageToken(sort, value, last_id))
     for sort in ("sync-token", "changes", "-created_at")
     for value in (
         "0",

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def fresh_checkout(target: Path) -> Path:
     """The files a user clones, without .venv or .data."""
     target.mkdir()
-    for name in ("run.sh", "pyproject.toml", "README.md"):
+    for name in ("run.sh", "pyproject.toml", "constraints.txt", "README.md"):
         shutil.copy2(ROOT / name, target / name)
     for name in ("todo_server", "sql", "devtools"):
         shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))

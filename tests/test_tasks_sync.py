@@ -170,10 +170,10 @@ def test_a_syncing_replica_equals_the_server_under_concurrent_writers(database_u
 )
 def test_a_signed_cursor_or_token_with_odd_insides_is_422_not_500(ada, param, sort, value, last_id):
     from tests.conftest import TEST_SECRET
-    from todo_server.cursors import Cursor, CursorCodec
+    from todo_server.cursors import CursorCodec, PageToken
 
     ada.create()
-    text = CursorCodec(TEST_SECRET).encode(Cursor(sort, value, last_id))
+    text = CursorCodec(TEST_SECRET).encode(PageToken(sort, value, last_id))
     params = {param: text}
     if sort == "changes":
         params["sync_token"] = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]

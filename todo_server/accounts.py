@@ -11,12 +11,12 @@ import logging
 import uuid
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from todo_server.bodies import FieldErrors, contains_nul, read_form_or_json, read_json_object
+from todo_server.bodies import FieldErrors, read_form_or_json, read_json_object
 from todo_server.config import Settings
+from todo_server.db import Pool
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.passwords import (
     LOGIN,
@@ -26,8 +26,9 @@ from todo_server.passwords import (
     needs_rehash,
     verify_password_async,
 )
+from todo_server.text_rules import contains_nul, is_identity_text
 from todo_server.throttle import LoginThrottle
-from todo_server.tokens import AuthUser, is_storable_text, issue_token
+from todo_server.tokens import AuthUser, issue_token
 from todo_server.user_connection import acting_as
 
 logger = logging.getLogger("todo_server.accounts")
@@ -132,7 +133,7 @@ def validate_login(data: dict[str, Any]) -> tuple[str, str]:
     field = "username" if is_form_post else "email"
     if not isinstance(raw_email, str) or not raw_email.strip():
         errors.add(field, "is required" if raw_email in (None, "") else "must be a string")
-    elif len(raw_email.strip()) > MAX_EMAIL_LENGTH or not is_storable_text(raw_email):
+    elif len(raw_email.strip()) > MAX_EMAIL_LENGTH or not is_identity_text(raw_email):
         errors.add(field, "must be an email address like name@example.com")
     password = data.get("password")
     if not isinstance(password, str) or not password:
@@ -176,7 +177,7 @@ def refuse_when_local_accounts_disabled(settings: Settings) -> None:
 
 async def register(request: Request) -> JSONResponse:
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     refuse_when_local_accounts_disabled(settings)
     throttle: LoginThrottle = request.state.login_throttle
     email, password, name = validate_registration(await read_json_object(request))
@@ -204,7 +205,7 @@ async def register(request: Request) -> JSONResponse:
 
 async def login(request: Request) -> JSONResponse:
     settings: Settings = request.state.settings
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     throttle: LoginThrottle = request.state.login_throttle
     refuse_when_local_accounts_disabled(settings)
     email, password = validate_login(await read_form_or_json(request))
@@ -243,7 +244,7 @@ async def login(request: Request) -> JSONResponse:
 
 async def me(request: Request) -> JSONResponse:
     user: AuthUser = request.state.user
-    pool: AsyncConnectionPool = request.state.pool
+    pool: Pool = request.state.pool
     async with pool.connection() as conn, acting_as(conn, user.id):
         cursor = await conn.execute(FIND_LOCAL_USER_BY_ID_SQL, {"id": user.id})
         row = await cursor.fetchone()

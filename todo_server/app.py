@@ -1,33 +1,34 @@
-"""The application: every route in one list, the middleware stack, the lifespan."""
+"""The application: every route in one list, the one middleware layer, the lifespan."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from todo_server import accounts, docs, migrate, tasks
-from todo_server.auth import AuthMiddleware
+from todo_server.auth import ApiRoute
 from todo_server.config import Settings, load_settings
 from todo_server.cors import JsonErrorCORSMiddleware
 from todo_server.cursors import CursorCodec
 from todo_server.db import create_pool, probe
-from todo_server.errors import EXCEPTION_HANDLERS, RETRY_AFTER_SECONDS
+from todo_server.errors import RETRY_AFTER_SECONDS
 from todo_server.jwks import JwksCache
 from todo_server.logs import configure_logging, flush_logs
-from todo_server.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from todo_server.middleware import ServiceMiddleware
 from todo_server.purge import purge_periodically
 from todo_server.schema import SchemaGate
 from todo_server.sessions import SessionStore
@@ -76,6 +77,29 @@ def jwks_health(jwks: JwksCache | None) -> dict[str, Any]:
     return {"state": state, "age_seconds": None if age is None else round(age, 1)}
 
 
+class Service(Starlette):
+    """Starlette's application (routing, lifespan) behind our one middleware layer.
+
+    Starlette would wrap the router in its own error and exception middleware;
+    ``ServiceMiddleware`` does both jobs, in the API's error format, once.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        lifespan: Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]],
+        layer: Callable[[ASGIApp], ASGIApp],
+    ) -> None:
+        super().__init__(routes=routes, lifespan=lifespan)
+        self.layer = layer
+        # /api/tasks/ is a path no route serves: 404 in the error format, not a 307
+        # with an empty body to a URL built from the client's Host header.
+        self.router.redirect_slashes = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.layer(self.router)
+
+
 def create_app(
     settings: Settings, *, migrations_dir: Path = migrate.DEFAULT_DIRECTORY
 ) -> Starlette:
@@ -117,6 +141,7 @@ def create_app(
                 ),
                 "cursors": CursorCodec(settings.secret),
                 "jwks": verifier.jwks,
+                "verifier": verifier,
             }
         finally:
             if keeping_keys is not None:
@@ -146,39 +171,25 @@ def create_app(
         max_registrations_per_ip=settings.registrations_per_ip,
     )
     routes = [
-        Route("/health", health, methods=["GET"]),
-        Route("/auth/register", accounts.register, methods=["POST"]),
-        Route("/auth/login", accounts.login, methods=["POST"]),
+        ApiRoute("/health", health, methods=["GET"], public=True),
+        ApiRoute("/auth/register", accounts.register, methods=["POST"], public=True),
+        ApiRoute("/auth/login", accounts.login, methods=["POST"], public=True),
         # The names some frontends call them by.
-        Route("/auth/signup", accounts.register, methods=["POST"]),
-        Route("/auth/signin", accounts.login, methods=["POST"]),
-        Route("/auth/me", accounts.me, methods=["GET"]),
+        ApiRoute("/auth/signup", accounts.register, methods=["POST"], public=True),
+        ApiRoute("/auth/signin", accounts.login, methods=["POST"], public=True),
+        ApiRoute("/auth/me", accounts.me, methods=["GET"]),
         *tasks.task_routes(),
         *docs.docs_routes(settings.compatible),
     ]
-    middleware = [
-        Middleware(RequestContextMiddleware),
-        Middleware(
-            JsonErrorCORSMiddleware,
-            allow_origins=settings.allowed_origins,
-            allow_methods=CORS_ALLOWED_METHODS,
-            allow_headers=CORS_ALLOWED_HEADERS,
-            expose_headers=CORS_EXPOSED_HEADERS,
-            allow_credentials=True,
-        ),
-        Middleware(AuthMiddleware, verifier=verifier, routes=routes),
-        Middleware(BodyLimitMiddleware),
-    ]
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        lifespan=lifespan,
+    cors = partial(
+        JsonErrorCORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=CORS_ALLOWED_METHODS,
+        allow_headers=CORS_ALLOWED_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        allow_credentials=True,
     )
-    # /api/tasks/ is a path no route serves: 404 in the error format, not a 307
-    # with an empty body to a URL built from the client's Host header.
-    app.router.redirect_slashes = False
-    return app
+    return Service(routes, lifespan, partial(ServiceMiddleware, cors=cors))
 
 
 def create_app_from_environment() -> Starlette:

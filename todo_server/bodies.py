@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from todo_server.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from todo_server.text_rules import is_utf8_text
 
 
 def media_type(request: Request) -> str:
@@ -55,11 +56,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def encodes_as_utf8(data: Any) -> bool:
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return is_utf8_text(json.dumps(data, ensure_ascii=False))
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -109,8 +106,3 @@ class FieldErrors:
     def raise_if_any(self) -> None:
         if self.details:
             raise ValidationFailed(details=self.details)
-
-
-def contains_nul(text: str) -> bool:
-    """PostgreSQL text cannot hold NUL characters."""
-    return "\x00" in text

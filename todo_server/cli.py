@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from typing import Any
 
 import psycopg
 
@@ -22,13 +24,29 @@ def _version() -> str:
         return "unknown"
 
 
+def exit_cleanly_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the process through SystemExit, so queued logs are written.
+
+    uvicorn handles these signals while it serves, then restores the previous
+    handlers and raises the signal again; with the default handler the process
+    would die there, before atexit writes what is still queued (the shutdown
+    lines). Installed before uvicorn starts, in the main thread.
+    """
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, leave)
+
+
 def serve() -> int:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
     from todo_server.app import create_app, refuse_pending_migrations
     from todo_server.http_limits import LimitedHttpToolsProtocol
-    from todo_server.logs import configure_logging, exit_cleanly_on_signals
+    from todo_server.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -36,7 +54,7 @@ def serve() -> int:
     # The lifespan checks again; checking here first turns the refusal into one
     # line and exit status 1 instead of uvicorn's start-up traceback.
     asyncio.run(refuse_pending_migrations(settings, migrate.DEFAULT_DIRECTORY))
-    options = {
+    options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,

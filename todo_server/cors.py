@@ -37,7 +37,7 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
             return
         response = self.preflight_response(request_headers=headers)
         if response.status_code >= 400:
-            response = self.refusal(response.body.decode(), dict(response.headers), scope)
+            response = self.refusal(bytes(response.body).decode(), dict(response.headers), scope)
         await response(scope, receive, send)
 
     @staticmethod

@@ -1,8 +1,12 @@
-"""Opaque, signed keyset-pagination cursors.
+"""Opaque, signed keyset-pagination cursors (page tokens).
 
-A cursor carries the sort it belongs to and the last row's sort value and id.
+A page token carries the sort it belongs to and the last row's sort value and
+id; clients see it encoded, as ``cursor``/``next_cursor`` (and ``sync_token``).
 It is signed with a key derived from the server secret, so a client cannot
 forge one to steer the query; a tampered or foreign cursor is a 422.
+
+The class is ``PageToken``, not ``Cursor``: the code that runs a page also
+holds psycopg cursors, and the two must not be confused.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 
 @dataclass(frozen=True)
-class Cursor:
+class PageToken:
+    """Where a page ended: what the client's next ``cursor`` decodes to."""
+
     sort: str  # e.g. "-created_at"; "changes" for a sync's pages; "sync-token" for its token
     value: str | None  # the last row's sort value, as PostgreSQL text
     id: str  # the last row's id
@@ -45,11 +51,11 @@ class CursorCodec:
     def _sign(self, payload: bytes) -> str:
         return _b64(hmac.new(self._key, payload, hashlib.sha256).digest()[:16])
 
-    def encode(self, cursor: Cursor) -> str:
-        payload = json.dumps([cursor.sort, cursor.value, cursor.id], separators=(",", ":")).encode()
+    def encode(self, token: PageToken) -> str:
+        payload = json.dumps([token.sort, token.value, token.id], separators=(",", ":")).encode()
         return f"{_b64(payload)}.{self._sign(payload)}"
 
-    def decode(self, text: str, expected_sort: str, field: str = "cursor") -> Cursor:
+    def decode(self, text: str, expected_sort: str, field: str = "cursor") -> PageToken:
         """The cursor in ``text``; 422 when it was tampered with or belongs to another sort."""
         invalid = ValidationFailed.field(field, f"is not a {field} this server issued")
         if len(text) > MAX_CURSOR_LENGTH or text.count(".") != 1:
@@ -70,7 +76,7 @@ class CursorCodec:
             raise invalid
         if sort != expected_sort:
             raise ValidationFailed.field(field, f"belongs to another {kind(expected_sort)}")
-        return Cursor(sort, value, last_id)
+        return PageToken(sort, value, last_id)
 
 
 def kind(sort: str) -> str:
@@ -80,7 +86,7 @@ def kind(sort: str) -> str:
 
 def encode_sync_token(codec: CursorCodec, floor: int) -> str:
     """The opaque token a client sends as ``sync_token`` for its next sync."""
-    return codec.encode(Cursor("sync-token", str(floor), ""))
+    return codec.encode(PageToken("sync-token", str(floor), ""))
 
 
 def _transaction_id(text: str | None) -> int | None:
@@ -100,14 +106,14 @@ def decode_sync_token(codec: CursorCodec, text: str) -> int:
 
 def encode_changes_cursor(codec: CursorCodec, floor: int, last_xid: int, last_id: str) -> str:
     """The cursor to a sync's next page: its first page's floor and the last row's key."""
-    return codec.encode(Cursor("changes", f"{floor}:{last_xid}", last_id))
+    return codec.encode(PageToken("changes", f"{floor}:{last_xid}", last_id))
 
 
 def decode_changes_cursor(codec: CursorCodec, text: str) -> tuple[int, int, str]:
     """(floor, last transaction id, last task id) from a sync page's cursor; 422 otherwise."""
-    cursor = codec.decode(text, "changes")
-    floor_text, _, xid_text = (cursor.value or "").partition(":")
+    token = codec.decode(text, "changes")
+    floor_text, _, xid_text = (token.value or "").partition(":")
     floor, last_xid = _transaction_id(floor_text), _transaction_id(xid_text)
-    if floor is None or last_xid is None or not UUID_TEXT.fullmatch(cursor.id):
+    if floor is None or last_xid is None or not UUID_TEXT.fullmatch(token.id):
         raise ValidationFailed.field("cursor", "is not a cursor this server issued")
-    return floor, last_xid, cursor.id
+    return floor, last_xid, token.id

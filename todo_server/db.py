@@ -14,13 +14,13 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from todo_server.config import DatabaseSettings
@@ -38,6 +38,12 @@ RETRYABLE_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailur
 
 T = TypeVar("T")
 
+#: A connection that reads rows as dicts: the pool's, or one opened with dict_row.
+DictConnection: TypeAlias = psycopg.AsyncConnection[DictRow]
+
+#: The service's pool: its connections read rows as dicts and can act as a user.
+Pool: TypeAlias = AsyncConnectionPool[UserConnection]
+
 #: A connection checked out again within this many seconds is trusted as is;
 #: one that sat idle longer is checked with a round trip first.
 TRUST_RECENTLY_USED_SECONDS = 1.0
@@ -47,7 +53,7 @@ SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC',
 """
 
 
-async def keep_role_defaults(conn: psycopg.AsyncConnection, statement_timeout: str) -> None:
+async def keep_role_defaults(conn: psycopg.AsyncConnection[Any], statement_timeout: str) -> None:
     """Make the session settings the role's defaults, for a transaction-pooling PgBouncer.
 
     PgBouncer runs each transaction on whichever server connection is free, so
@@ -55,7 +61,7 @@ async def keep_role_defaults(conn: psycopg.AsyncConnection, statement_timeout: s
     on. A role's defaults reach every server connection PgBouncer opens. An
     ordinary role may set its own; when it may not, the log says what to run.
     """
-    statements = [
+    statements: list[sql.Composed | sql.SQL] = [
         sql.SQL("ALTER ROLE CURRENT_USER SET statement_timeout = {}").format(
             sql.Literal(statement_timeout)
         ),
@@ -86,8 +92,8 @@ def statement_timeout_setting(seconds: float) -> str:
 
 def create_pool(
     settings: DatabaseSettings,
-    on_connect: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
-) -> AsyncConnectionPool:
+    on_connect: Callable[[UserConnection], Awaitable[None]] | None = None,
+) -> Pool:
     """A closed pool configured from the settings; open it in the lifespan.
 
     ``on_connect`` runs on every new connection after the session settings; an
@@ -96,12 +102,11 @@ def create_pool(
     statement_timeout = statement_timeout_setting(settings.statement_timeout)
     role_defaults_kept: list[bool] = []  # once per pool is enough
 
-    async def configure(conn: psycopg.AsyncConnection) -> None:
+    async def configure(conn: UserConnection) -> None:
         # A session setting rather than a startup option, so it also works
         # through poolers that refuse unknown startup parameters.
         # UTC sessions, so timestamps leave the database as RFC 3339 with +00:00.
         await conn.execute(SESSION_SETTINGS_SQL, (statement_timeout,))
-        assert isinstance(conn, UserConnection)
         conn.user_prepare_threshold = settings.prepare_threshold
         if settings.pgbouncer and not role_defaults_kept:
             await keep_role_defaults(conn, statement_timeout)
@@ -135,7 +140,7 @@ def create_pool(
     )
 
 
-async def check_if_idle(conn: psycopg.AsyncConnection) -> None:
+async def check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
     """Check a connection on checkout only if it has been idle a while.
 
     A server restart breaks every pooled connection; checking an idle one
@@ -152,7 +157,7 @@ async def check_if_idle(conn: psycopg.AsyncConnection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-async def probe(pool: AsyncConnectionPool, timeout: float) -> bool:
+async def probe(pool: Pool, timeout: float) -> bool:
     """True when the database answers a trivial query within ``timeout`` seconds."""
     try:
         async with pool.connection(timeout=timeout) as conn:
@@ -164,7 +169,7 @@ async def probe(pool: AsyncConnectionPool, timeout: float) -> bool:
 
 
 async def retry_conflicts(
-    conn: psycopg.AsyncConnection, work: Callable[[], Awaitable[T]], what: str
+    conn: psycopg.AsyncConnection[Any], work: Callable[[], Awaitable[T]], what: str
 ) -> T:
     """``work()``, run again after a deadlock or serialization failure (3 tries in all).
 

@@ -3,7 +3,8 @@
 ``/openapi.json`` is built once from ``openapi.build_document``. ``/docs``
 (Swagger UI) and ``/redoc`` (ReDoc) load pinned copies of their assets from
 ``static/vendor`` (refreshed by ``./run.sh vendor-docs``), so they work with no
-internet, under a Content-Security-Policy that allows only this origin.
+internet, under a Content-Security-Policy that loads and connects only to this origin,
+besides inline styles, ``data:`` images and fonts and ``blob:`` workers, which the UIs need.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from todo_server.auth import ApiRoute
 from todo_server.openapi import build_document
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -68,7 +70,7 @@ def page(html: str) -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
-def docs_routes(compatible: bool = False) -> list[Route | Mount]:
+def docs_routes(compatible: bool = False) -> list[ApiRoute | Mount]:
     """The document and its pages; the document describes the dialect served (API_DIALECT)."""
     document = json.dumps(build_document(compatible), separators=(",", ":")).encode()
 
@@ -82,9 +84,10 @@ def docs_routes(compatible: bool = False) -> list[Route | Mount]:
         return page(REDOC_PAGE)
 
     return [
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/docs", swagger, methods=["GET"]),
-        Route("/redoc", redoc, methods=["GET"]),
+        ApiRoute("/openapi.json", openapi_json, methods=["GET"], public=True),
+        ApiRoute("/docs", swagger, methods=["GET"], public=True),
+        ApiRoute("/redoc", redoc, methods=["GET"], public=True),
+        # Public: a mount serves static files and never authenticates.
         # Found through the package (importlib), wherever it is installed.
         Mount(
             "/docs/static", StaticFiles(packages=[("todo_server", "static")]), name="docs-static"

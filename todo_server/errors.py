@@ -8,8 +8,8 @@ Every error the API gives has the same body::
 ``detail`` repeats ``message`` under FastAPI's name, which many existing
 frontends read (``err.detail``) to show the error.
 
-Handlers raise one of these; the exception handlers installed by ``install``
-turn them into responses. The hierarchy::
+Handlers raise one of these; ``exception_handler_for`` finds the handler that
+turns each into its response (the request middleware asks it). The hierarchy::
 
     ApiError
     ├── BadRequest            400 bad_request
@@ -34,7 +34,7 @@ a statement or lock timeout is 503 ``database_timeout``; a deadlock or serializa
 that survived ``db.retry_conflicts`` and every other database failure (pool exhausted,
 connection lost) is 503 ``service_unavailable``; all with Retry-After, each with its own log line.
 
-Anything else that escapes a handler is caught by ``RequestContextMiddleware``,
+Anything else that escapes a handler is caught by ``middleware.ServiceMiddleware``,
 logged with the request id and answered 500 ``internal_error`` with a generic
 message: no stack trace ever reaches a client.
 """
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import psycopg
@@ -311,7 +312,9 @@ async def _handle_prepared_statements_lost(request: Request, exc: Exception) -> 
     return api_error_response(ServiceUnavailable(), request_id_of(request.scope.get("state")))
 
 
-EXCEPTION_HANDLERS = {
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
     ApiError: _handle_api_error,
     HTTPException: _handle_http_exception,
     psycopg.OperationalError: _handle_database_error,
@@ -319,3 +322,12 @@ EXCEPTION_HANDLERS = {
     psycopg.errors.InvalidSqlStatementName: _handle_prepared_statements_lost,
     psycopg.errors.DuplicatePreparedStatement: _handle_prepared_statements_lost,
 }
+
+
+def exception_handler_for(exc: Exception) -> ExceptionHandler | None:
+    """The handler for ``exc``'s most specific class in ``EXCEPTION_HANDLERS``, if any."""
+    for cls in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return None

@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from todo_server.errors import ValidationFailed
+from todo_server.user_connection import UserConnection
 
 MAX_KEY_LENGTH = 255
 KEY_LIFETIME = "24 hours"
@@ -72,20 +71,20 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def claim(conn: AsyncConnection, user_id: str, key: str, fingerprint: str) -> bool:
+async def claim(conn: UserConnection, user_id: str, key: str, fingerprint: str) -> bool:
     """True when this request owns the key (call inside the create's transaction)."""
-    cursor = await conn.execute(
+    result = await conn.execute(
         CLAIM_KEY_SQL, {"user_id": user_id, "key": key, "request_hash": fingerprint}
     )
-    return await cursor.fetchone() is not None
+    return await result.fetchone() is not None
 
 
 async def stored_response(
-    conn: AsyncConnection, user_id: str, key: str, fingerprint: str
+    conn: UserConnection, user_id: str, key: str, fingerprint: str
 ) -> StoredResponse | None:
     """The first response for this key; 422 when the key came with another body."""
-    cursor = await conn.execute(STORED_RESPONSE_SQL, {"user_id": user_id, "key": key})
-    row = await cursor.fetchone()
+    result = await conn.execute(STORED_RESPONSE_SQL, {"user_id": user_id, "key": key})
+    row = await result.fetchone()
     if row is None or row["response"] is None:
         return None
     if row["request_hash"] != fingerprint:
@@ -96,7 +95,7 @@ async def stored_response(
 
 
 async def save_response(
-    conn: AsyncConnection, user_id: str, key: str, status: int, task_id: str, body: str
+    conn: UserConnection, user_id: str, key: str, status: int, task_id: str, body: str
 ) -> None:
     await conn.execute(
         SAVE_RESPONSE_SQL,

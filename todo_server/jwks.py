@@ -179,7 +179,7 @@ class JwksCache:
     def _next_retry(self) -> float:
         if not self._failures or self._attempted_at is None:
             return -math.inf
-        backoff = BACKOFF_FIRST_SECONDS * 2 ** min(self._failures - 1, 16)
+        backoff = BACKOFF_FIRST_SECONDS * (1 << min(self._failures - 1, 16))
         return self._attempted_at + min(backoff, BACKOFF_MAX_SECONDS)
 
     def _next_fetch_for_unknown_kid(self) -> float:

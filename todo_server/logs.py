@@ -2,6 +2,13 @@
 
 Every record carries the current request id (from a context variable the
 request middleware sets), so all lines of one request can be found together.
+
+The event loop never formats or writes a line. Records, and the access log's
+entries, go onto a deque; a writer thread of our own wakes a few times a
+second (or at once when much is waiting), formats everything waiting and
+writes it with one write. A busy server so pays one append per line on the
+loop and one thread wake-up per batch, not one per request, and a slow or
+full stderr never stalls request handling.
 """
 
 from __future__ import annotations
@@ -9,16 +16,19 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import re
-import signal
 import sys
 import threading
+import time
+from collections import deque
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
-from typing import Any
+from typing import NamedTuple, TextIO
 
-from todo_server.middleware import request_id_var
+from todo_server.text_rules import LOG_ESCAPES
+
+#: The current request's id, set by the request middleware, read into every record.
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 #: Attributes of a LogRecord that are not "extra" fields. uvicorn's
 #: ``color_message`` is its message again with raw ANSI colour codes: dropped.
@@ -27,9 +37,11 @@ _STANDARD_ATTRIBUTES = frozenset(
     | {"message", "asctime", "request_id", "color_message"}
 )
 
-#: Characters that could end a log line, forge one or drive a terminal: C0 controls,
-#: DEL, C1 controls and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Characters that could end a log line, forge one or drive a terminal (text_rules).
+_CONTROL = LOG_ESCAPES
+
+ACCESS_LOGGER = "todo_server.access"
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -62,6 +74,41 @@ def _escaped(value: object) -> object:
     return escape_controls(str(value))
 
 
+class AccessEntry(NamedTuple):
+    """One request, as the access log keeps it until the writer formats it."""
+
+    created: float
+    request_id: str | None
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    user_id: str | None
+
+    def message(self) -> str:
+        return (
+            f"{self.method} {self.path} {self.status} {self.duration_ms:.2f}ms user={self.user_id}"
+        )
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+            "user_id": self.user_id,
+        }
+
+    def as_record(self) -> logging.LogRecord:
+        """The entry as an ordinary record, for when no writer runs (tests, embedding)."""
+        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, self.message(), None, None)
+        record.created = self.created
+        record.msecs = int((self.created - int(self.created)) * 1000) + 0.0
+        record.__dict__.update(self.fields())
+        record.request_id = self.request_id
+        return record
+
+
 class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to every record."""
 
@@ -92,6 +139,28 @@ class JsonFormatter(logging.Formatter):
             )
         return json.dumps(entry, ensure_ascii=False)
 
+    def format_access(self, entry: AccessEntry) -> str:
+        """The line ``format`` gives the entry's record, without building the record."""
+        path = escape_controls(entry.path)
+        user_id = None if entry.user_id is None else escape_controls(entry.user_id)
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(entry.created, UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                "level": "info",
+                "logger": ACCESS_LOGGER,
+                "message": escape_controls(entry.message()),
+                "request_id": entry.request_id,
+                "method": escape_controls(entry.method),
+                "path": path,
+                "status": entry.status,
+                "duration_ms": entry.duration_ms,
+                "user_id": user_id,
+            },
+            ensure_ascii=False,
+        )
+
 
 class TextFormatter(logging.Formatter):
     """``TEXT_FORMAT`` lines, one line per record whatever the message holds.
@@ -113,68 +182,145 @@ class TextFormatter(logging.Formatter):
             line += "".join("\n    " + escape_controls(part) for part in trace.split("\n"))
         return line
 
-
-class _Enqueue(QueueHandler):
-    """Hands the record over as it is: formatting happens in the listener thread."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-class _BatchWriter(QueueListener):
-    """Formats every record waiting in the queue and writes them with one write.
-
-    Under load many records wait at once; one write and one flush for all of
-    them instead of one each keeps logging cheap on a busy server.
-    """
-
-    def __init__(self, records: queue.SimpleQueue, stream: Any, formatter: logging.Formatter):
-        super().__init__(records)
-        self.stream = stream
-        self.formatter = formatter
-
-    def _monitor(self) -> None:
-        records = self.queue
-        while True:
-            batch = [records.get()]
-            while True:
-                try:
-                    batch.append(records.get_nowait())
-                except queue.Empty:
-                    break
-            lines = []
-            flushed = [item for item in batch if isinstance(item, threading.Event)]
-            for record in batch:
-                if record is self._sentinel or isinstance(record, threading.Event):
-                    continue
-                try:
-                    lines.append(self.formatter.format(record))
-                except Exception:  # a broken record must not stop the logging thread
-                    lines.append(f"unformattable log record from {record.name}")
-            if lines:
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass  # stderr is gone; there is nowhere left to say so
-            for done in flushed:
-                done.set()
-            if any(record is self._sentinel for record in batch):
-                return
+    def format_access(self, entry: AccessEntry) -> str:
+        return self.format(entry.as_record())
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
+Formatter = JsonFormatter | TextFormatter
 
-_listener: _BatchWriter | None = None
+
+class LogWriter:
+    """The thread that formats and writes every line, in batches.
+
+    ``put`` is an append to a deque (thread-safe, never blocks); the thread
+    drains the deque every ``interval`` seconds, or as soon as ``wake_at``
+    items wait, and writes the batch with one write and one flush.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        formatter: Formatter,
+        *,
+        interval: float = 0.1,
+        wake_at: int = 512,
+    ) -> None:
+        self.stream = stream
+        self.formatter = formatter
+        self.interval = interval
+        self.wake_at = wake_at
+        self.waiting: deque[logging.LogRecord | AccessEntry | threading.Event] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="todo-server-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: logging.LogRecord | AccessEntry) -> None:
+        self.waiting.append(item)
+        if len(self.waiting) >= self.wake_at:
+            self._wake.set()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait until everything put so far has been written (or ``timeout``)."""
+        done = threading.Event()
+        self.waiting.append(done)
+        self._wake.set()
+        done.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write out what waits, then end the thread."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            stopping = self._stopping  # read before draining: nothing put before stop is lost
+            self._write_waiting()
+            if stopping:
+                return
+
+    def _write_waiting(self) -> None:
+        waiting = self.waiting
+        lines: list[str] = []
+        done: list[threading.Event] = []
+        formatter = self.formatter
+        while waiting:
+            item = waiting.popleft()
+            if isinstance(item, threading.Event):
+                done.append(item)
+                continue
+            try:
+                if isinstance(item, AccessEntry):
+                    lines.append(formatter.format_access(item))
+                else:
+                    lines.append(formatter.format(item))
+            except Exception:  # a broken record must not stop the logging thread
+                lines.append(f"unformattable log record from {getattr(item, 'name', '?')}")
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr is gone; there is nowhere left to say so
+        for event in done:
+            event.set()
+
+
+class _ToWriter(logging.Handler):
+    """Hands records to the writer as they are; the request id is read here, on the loop."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.request_id = request_id_var.get()
+        self.writer.put(record)
+
+
+_writer: LogWriter | None = None
+
+
+def log_access(
+    request_id: str | None,
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    user_id: str | None,
+) -> None:
+    """One access-log line, at INFO on ``todo_server.access``.
+
+    With the writer running (``configure_logging``) the entry goes straight to
+    it: no LogRecord, no handler chain, one append. Without it (tests, an
+    embedding application) it is an ordinary record.
+    """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    entry = AccessEntry(time.time(), request_id, method, path, status, duration_ms, user_id)
+    if _writer is not None:
+        _writer.put(entry)
+    else:
+        access_logger.handle(entry.as_record())
 
 
 def stop_logging() -> None:
-    """Write out what is queued and stop the listener thread (safe to call twice)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    """Write out what is waiting and stop the writer thread (safe to call twice)."""
+    global _writer
+    if _writer is not None:
+        writer, _writer = _writer, None
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            if isinstance(handler, _ToWriter) and handler.writer is writer:
+                root.removeHandler(handler)
+        writer.stop()
 
 
 atexit.register(stop_logging)
@@ -182,51 +328,26 @@ atexit.register(stop_logging)
 
 def flush_logs(timeout: float = 2.0) -> None:
     """Wait until everything logged so far has been written."""
-    if _listener is not None:
-        done = threading.Event()
-        _listener.queue.put(done)
-        done.wait(timeout)
-
-
-def exit_cleanly_on_signals() -> None:
-    """Make SIGTERM and SIGINT end the process through SystemExit, so queued logs are written.
-
-    uvicorn handles these signals while it serves, then restores the previous
-    handlers and raises the signal again; with the default handler the process
-    would die there, before atexit writes what is still queued (the shutdown
-    lines). Install before uvicorn starts, in the main thread.
-    """
-
-    def leave(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, leave)
+    if _writer is not None:
+        _writer.flush(timeout)
 
 
 def configure_logging(level: str, fmt: str) -> None:
     """Send all logs to stderr in the chosen format, from a thread of their own.
 
-    The event loop only puts records on a queue; formatting and writing happen
-    in a listener thread, so a slow or full stderr (an undrained pipe, a busy
-    log shipper) never stalls request handling. Uvicorn's own access log is
-    replaced by ours.
+    Uvicorn's own access log is replaced by ours (``log_access``).
     """
-    global _listener
-    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    enqueue = _Enqueue(records)
-    # The request id lives in a context variable: read it before leaving the loop.
-    enqueue.addFilter(RequestIdFilter())
+    global _writer
     stop_logging()
-    _listener = _BatchWriter(records, sys.stderr, formatter)
-    _listener.start()
+    formatter: Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    writer = LogWriter(sys.stderr, formatter)
+    writer.start()
+    _writer = writer
     root = logging.getLogger()
-    root.handlers[:] = [enqueue]
+    root.handlers[:] = [_ToWriter(writer)]
     root.setLevel(level.upper())
-    # The logging HOWTO's optimisations: no caller lookup (a stack walk per record),
-    # no thread or process names; our lines carry the request id instead.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    # The logging HOWTO's optimisations: no thread or process names; our lines
+    # carry the request id instead.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -8,22 +8,42 @@ that every route is documented and every documented route exists.
 from __future__ import annotations
 
 import copy
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from todo_server import accounts, idempotency, task_input
+from todo_server import accounts, errors, idempotency, task_input, tasks
 from todo_server.cursors import MAX_CURSOR_LENGTH
 from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
 from todo_server.task_store import TASK_FIELDS
 from todo_server.tokens import MAX_SUBJECT_LENGTH
 
-VERSION = "0.1.0"
-
-#: prefix -> (operationId suffix, tag)
-PREFIXES = {
+#: The operationId suffix and tag of the task operations under each of ``tasks.PREFIXES``,
+#: which owns the prefixes: names for people, so they are chosen here; a prefix tasks
+#: serves without a name here fails the document's build (and its tests) at once.
+PREFIX_NAMES = {
     "/api/tasks": ("", "tasks"),
     "/api/{user_id}/tasks": ("UnderApiUser", "tasks (user in path)"),
     "/users/{user_id}/tasks": ("UnderUsers", "tasks (user in path)"),
 }
+
+
+def package_version() -> str:
+    """The installed package's version (pyproject.toml's), as the document's version."""
+    try:
+        return version("todo-server")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def error_codes() -> list[str]:
+    """Every code the service answers with: the ``errors.ApiError`` family's, by status."""
+
+    def family(cls: type[errors.ApiError]) -> list[type[errors.ApiError]]:
+        return [cls, *(member for sub in cls.__subclasses__() for member in family(sub))]
+
+    ordered = sorted(family(errors.ApiError), key=lambda cls: cls.status)
+    return list(dict.fromkeys(cls.code for cls in ordered))
+
 
 # Text the service stores: no NUL, and (for trimmed fields) not only whitespace.
 NO_NUL = "^[^\\u0000]*$"
@@ -82,25 +102,7 @@ def schemas() -> dict[str, Any]:
             "properties": {
                 "code": {
                     "type": "string",
-                    "enum": [
-                        "bad_request",
-                        "unauthorized",
-                        "forbidden",
-                        "not_found",
-                        "method_not_allowed",
-                        "request_timeout",
-                        "conflict",
-                        "sync_token_expired",
-                        "precondition_failed",
-                        "payload_too_large",
-                        "unsupported_media_type",
-                        "validation_error",
-                        "rate_limited",
-                        "request_header_fields_too_large",
-                        "internal_error",
-                        "service_unavailable",
-                        "database_timeout",
-                    ],
+                    "enum": error_codes(),
                 },
                 "message": {"type": "string"},
                 "details": {"type": ["array", "null"], "items": ref("FieldError")},
@@ -536,7 +538,7 @@ def list_ok(compatible: bool) -> dict[str, Any]:
 
 def task_operations(prefix: str, compatible: bool = False) -> dict[str, Any]:
     """The path items of the task routes under one prefix, in the dialect served."""
-    suffix, tag = PREFIXES[prefix]
+    suffix, tag = PREFIX_NAMES[prefix]
     user_param = [ref("UserId", "parameters")] if "{user_id}" in prefix else []
     common = [ref("XRequestId", "parameters")]
     item_params = [*user_param, ref("TaskId", "parameters")]
@@ -742,14 +744,14 @@ def build_document(compatible: bool = False) -> dict[str, Any]:
         operation["post"]["operationId"] += "Alias"
         operation["post"]["summary"] += f" (/auth/{name} by another name)"
         paths[alias] = operation
-    for prefix in PREFIXES:
+    for prefix in tasks.PREFIXES:
         paths.update(task_operations(prefix, compatible))
 
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "todo-server",
-            "version": VERSION,
+            "version": package_version(),
             "description": (
                 "Personal task lists. Every route except /health, /auth/register, /auth/login"
                 " (and their aliases /auth/signup, /auth/signin) and the docs needs"

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from todo_server.db import DictConnection, Pool
 from todo_server.idempotency import KEY_LIFETIME_SECONDS
 from todo_server.throttle import WINDOW_SECONDS
 
@@ -68,7 +69,7 @@ class Purged:
 
 
 async def purge(
-    conn: psycopg.AsyncConnection,
+    conn: DictConnection,
     *,
     retention_days: int,
     now: datetime | None = None,
@@ -110,9 +111,7 @@ async def purge(
     return result
 
 
-async def purge_periodically(
-    pool: AsyncConnectionPool, *, interval: float, retention_days: int
-) -> None:
+async def purge_periodically(pool: Pool, *, interval: float, retention_days: int) -> None:
     """The service's timer: purge every ``interval`` seconds until cancelled.
 
     A failed round (database away, busy) is logged and tried again next time.

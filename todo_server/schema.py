@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from psycopg import AsyncConnection
-
 from todo_server import migrate
+from todo_server.db import DictConnection
 
 logger = logging.getLogger("todo_server.schema")
 
@@ -32,7 +31,7 @@ class SchemaGate:
         self.current = current
         self.role_checked = False
 
-    async def check(self, conn: AsyncConnection) -> None:
+    async def check(self, conn: DictConnection) -> None:
         """A pool ``configure`` step: raise ``SchemaBehind`` while migrations are pending."""
         if not self.role_checked:
             self.role_checked = True
@@ -50,7 +49,7 @@ class SchemaGate:
         logger.info("database schema is current")
 
 
-async def pending_on_connection(conn: AsyncConnection, directory: Path) -> list[migrate.Migration]:
+async def pending_on_connection(conn: DictConnection, directory: Path) -> list[migrate.Migration]:
     """The migration files not applied on the database ``conn`` reaches."""
     cursor = await conn.execute(migrate.BOOKKEEPING_EXISTS_SQL)
     present = await cursor.fetchone()
@@ -81,7 +80,7 @@ FROM pg_roles AS r WHERE r.rolname = current_user
 """
 
 
-async def warn_about_the_role(conn: AsyncConnection) -> list[str]:
+async def warn_about_the_role(conn: DictConnection) -> list[str]:
     """Say loudly when the service's role is not the least-privilege runtime role.
 
     A superuser, a BYPASSRLS role or the tables' owner sees past row-level

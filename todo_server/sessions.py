@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from todo_server.config import SessionStoreSettings
-from todo_server.db import RECONNECT_TIMEOUT_SECONDS, check_if_idle
+from todo_server.db import RECONNECT_TIMEOUT_SECONDS, DictConnection, check_if_idle
 from todo_server.tokens import (
     MAX_EXPIRY,
     AuthUser,
@@ -139,7 +139,7 @@ class SessionStore:
         self._clock = clock
         self._sql = session_lookup_sql(settings)
         self._cache: dict[str, tuple[AuthUser, float]] = {}
-        self._pool: AsyncConnectionPool | None = None
+        self._pool: AsyncConnectionPool[DictConnection] | None = None
         self.lookups = 0
 
     async def open(self) -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from todo_server.bodies import FieldErrors, contains_nul
+from todo_server.bodies import FieldErrors
 from todo_server.errors import ValidationFailed
+from todo_server.text_rules import contains_nul
 
 logger = logging.getLogger("todo_server.task_input")
 
@@ -220,7 +221,7 @@ class ListQuery:
     sort: str = DEFAULT_SORT
     completed: bool | None = None
     priority: str | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()
     q: str | None = None
     due_before: datetime | None = None
     due_after: datetime | None = None
@@ -233,11 +234,11 @@ class ListQuery:
         return self.updated_since is not None or self.sync_token is not None
 
     def filters(self) -> dict[str, Any]:
-        """The filters this query asks for, by name (the keys of task_store.LIST_FILTERS)."""
+        """The filters this query asks for, by name (the keys of task_listing.LIST_FILTERS)."""
         candidates = {
             "completed": self.completed,
             "priority": self.priority,
-            "tags": self.tags,
+            "tags": list(self.tags),  # a list: psycopg adapts lists to arrays
             "q": self.q,
             "due_before": self.due_before,
             "due_after": self.due_after,
@@ -278,6 +279,29 @@ def _parse_sort(given: dict[str, str], values: dict[str, Any], errors: FieldErro
     elif name == "sort" and text in SORTS:
         descending = False  # the contract's sort=title: ascending, as always
     values["sort"] = ("-" if descending else "") + column
+
+
+#: Query strings already checked, and what they meant. Bounded: client input.
+_CHECKED_QUERIES: dict[bytes, ListQuery] = {}
+CHECKED_QUERIES_MAX = 1024
+
+
+def list_query_from(query_string: bytes) -> ListQuery:
+    """``parse_list_query`` of a raw query string, remembered for the next time.
+
+    A polling frontend sends the same few query strings again and again; the
+    answer depends on nothing but the string, so it is checked once. Refused
+    strings are not kept (each raises again). The oldest entry makes room, so a
+    client sending endless new strings (a cursor on every page) costs a bounded
+    dict. ``ListQuery`` is frozen and shared: handlers never change it.
+    """
+    query = _CHECKED_QUERIES.get(query_string)
+    if query is None:
+        query = parse_list_query(QueryParams(query_string))
+        if len(_CHECKED_QUERIES) >= CHECKED_QUERIES_MAX:
+            del _CHECKED_QUERIES[next(iter(_CHECKED_QUERIES))]
+        _CHECKED_QUERIES[query_string] = query
+    return query
 
 
 def parse_list_query(params: QueryParams) -> ListQuery:
@@ -331,12 +355,12 @@ def parse_list_query(params: QueryParams) -> ListQuery:
     if tags:
         if len(tags) > TAGS_MAX:
             errors.add("tag", f"must be given at most {TAGS_MAX} times")
-        elif any(not 1 <= len(tag) <= TAG_MAX or "\x00" in tag for tag in tags):
+        elif any(not 1 <= len(tag) <= TAG_MAX or contains_nul(tag) for tag in tags):
             errors.add("tag", f"must be 1 to {TAG_MAX} characters")
         else:
-            values["tags"] = tags
+            values["tags"] = tuple(tags)
     if (q := given.get("q")) is not None:
-        if not 1 <= len(q) <= QUERY_MAX or "\x00" in q:
+        if not 1 <= len(q) <= QUERY_MAX or contains_nul(q):
             errors.add("q", f"must be 1 to {QUERY_MAX} characters")
         elif "\x1f" in q:  # joins title and description in the search index
             errors.add("q", "must not contain U+001F")

@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,7 +30,9 @@ from todo_server.cursors import (
 )
 from todo_server.errors import SyncTokenExpired
 from todo_server.task_input import ListQuery
-from todo_server.task_store import TASK_JSON, Page
+from todo_server.task_listing import PAGE_AGGREGATES, Page
+from todo_server.task_store import TASK_JSON
+from todo_server.user_connection import UserConnection
 from todo_server.user_slots import connection_for
 
 TOMBSTONE_JSON = """json_build_object(
@@ -43,15 +44,11 @@ TOMBSTONE_JSON = """json_build_object(
 # reports this statement's snapshot xmin: the floor for the client's next sync
 # (sql/0006 says why that never skips a change).
 SYNC_TASKS_SQL = f"""
-SELECT coalesce(string_agg(body, ',' ORDER BY position)
-                FILTER (WHERE position <= %(limit)s), '') AS bodies,
-       count(*)::int AS fetched,
-       (array_agg(change_xid ORDER BY position))[%(limit)s] AS last_value,
-       (array_agg(id ORDER BY position))[%(limit)s] AS last_id,
+SELECT {PAGE_AGGREGATES},
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
        (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid
 FROM (
-    SELECT t.id::text AS id, t.change_xid,
+    SELECT t.id::text AS id, t.change_xid AS sort_value,
            CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
            row_number() OVER (ORDER BY t.change_xid, t.id) AS position
     FROM tasks AS t
@@ -77,7 +74,7 @@ class SyncPage(Page):
 
 
 async def read_changes(
-    conn: AsyncConnection,
+    conn: UserConnection,
     user_id: str,
     *,
     floor: int | None,
@@ -96,7 +93,7 @@ async def read_changes(
     after_xid, after_id = -1, NO_TASK_ID
     if after is not None:
         next_floor, after_xid, after_id = after
-    cursor = await conn.execute(
+    result = await conn.execute(
         SYNC_TASKS_SQL,
         {
             "user_id": user_id,
@@ -108,7 +105,7 @@ async def read_changes(
             "fetch": limit + 1,
         },
     )
-    row = await cursor.fetchone()
+    row = await result.fetchone()
     assert row is not None  # an aggregate always returns one row
     if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
         raise SyncTokenExpired()  # a tombstone it has not seen may be purged

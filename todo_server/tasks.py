@@ -3,8 +3,9 @@
 ``/api/tasks`` is canonical (the user is the token's subject). The prefixes
 ``/api/{user_id}/tasks`` and ``/users/{user_id}/tasks`` serve older clients and
 Next.js frontends; their ``user_id`` must be the token's subject, checked before
-anything else. Handlers read and validate, then call ``task_store``, whose
-every statement is scoped by the user id.
+anything else. Handlers read and validate, then call ``task_store`` (one task)
+or ``task_listing`` (pages of them), whose every statement is scoped by the
+user id.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from urllib.parse import quote, urlencode
 import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from todo_server import idempotency, task_store, task_sync
+from todo_server import idempotency, task_listing, task_store, task_sync
+from todo_server.auth import ApiRoute
 from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.config import Settings
 from todo_server.cursors import (
@@ -34,9 +35,10 @@ from todo_server.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from todo_server.task_input import is_task_id, parse_list_query, parse_task_fields
+from todo_server.task_input import is_task_id, list_query_from, parse_task_fields
 from todo_server.task_store import QuotaExceeded, TaskRow
 from todo_server.tokens import AuthUser
+from todo_server.user_connection import UserConnection
 from todo_server.user_slots import connection_for
 
 logger = logging.getLogger("todo_server.tasks")
@@ -66,7 +68,7 @@ def owner_id(request: Request) -> str:
 
 def task_id_of(request: Request) -> str:
     """The path's task id; a malformed one is just a task that does not exist."""
-    task_id = request.path_params["task_id"]
+    task_id: str = request.path_params["task_id"]
     if not is_task_id(task_id):
         raise NotFound(TASK_NOT_FOUND)
     return task_id.lower()
@@ -146,7 +148,9 @@ def quota_error(settings: Settings) -> ValidationFailed:
     )
 
 
-async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) -> Exception:
+async def missing(
+    conn: UserConnection, user_id: str, task_id: str, if_match: list[int] | None
+) -> Exception:
     """Why a write matched nothing: a live task whose version differs (412), or none (404)."""
     if if_match is not None:
         found = await task_store.find_task_any_state(conn, user_id, task_id)
@@ -161,18 +165,18 @@ async def missing(conn, user_id: str, task_id: str, if_match: list[int] | None) 
 async def list_tasks(request: Request) -> Response:
     user_id = owner_id(request)
     codec: CursorCodec = request.state.cursors
-    query = parse_list_query(request.query_params)
+    query = list_query_from(request.scope["query_string"])
     if query.syncing:
         return await task_sync.list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     wanted = if_none_match(request)
     async with connection_for(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
-            tag = list_etag(request, user_id, await task_store.list_state(conn, user_id))
+            tag = list_etag(request, user_id, await task_listing.list_state(conn, user_id))
             if tag in wanted or "*" in wanted:
                 return not_modified(tag)
         try:
-            page = await task_store.list_tasks(
+            page = await task_listing.list_tasks(
                 conn,
                 user_id,
                 sort=query.sort,
@@ -227,7 +231,7 @@ async def create_task(request: Request) -> Response:
     fields = parse_task_fields(data, creating=True)
     collection = location_base(request)
 
-    async def create(conn) -> TaskRow:
+    async def create(conn: UserConnection) -> TaskRow:
         try:
             return await task_store.create_task(
                 conn,
@@ -240,7 +244,7 @@ async def create_task(request: Request) -> Response:
         except QuotaExceeded:
             raise quota_error(settings) from None
 
-    async def create_once(conn) -> Response:
+    async def create_once(conn: UserConnection) -> Response:
         """The create with its key, as one transaction (so it can be retried whole)."""
         if key is None:
             row = await create(conn)
@@ -398,16 +402,16 @@ def by_method(**handlers: Handler) -> Handler:
     return endpoint
 
 
-def task_routes() -> list[Route]:
-    """The task routes under every prefix."""
+def task_routes() -> list[ApiRoute]:
+    """The task routes under every prefix; every one needs a token."""
     collection = by_method(get=list_tasks, post=create_task)
     item = by_method(get=get_task, put=update_task, patch=update_task, delete=delete_task)
     routes = []
     for prefix in PREFIXES:
         routes += [
-            Route(prefix, collection, methods=["GET", "POST"]),
-            Route(prefix + "/{task_id}", item, methods=["GET", "PUT", "PATCH", "DELETE"]),
-            Route(prefix + "/{task_id}/complete", complete_task, methods=["PATCH"]),
-            Route(prefix + "/{task_id}/restore", restore_task, methods=["POST"]),
+            ApiRoute(prefix, collection, methods=["GET", "POST"]),
+            ApiRoute(prefix + "/{task_id}", item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            ApiRoute(prefix + "/{task_id}/complete", complete_task, methods=["PATCH"]),
+            ApiRoute(prefix + "/{task_id}/restore", restore_task, methods=["POST"]),
         ]
     return routes

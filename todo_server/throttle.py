@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
+from todo_server.db import DictConnection
 
 WINDOW_SECONDS = 15 * 60
 
@@ -74,25 +74,23 @@ class LoginThrottle:
     max_registrations_per_ip: int = 10
     window_seconds: int = WINDOW_SECONDS
 
-    async def reserve_login(self, conn: AsyncConnection, email: str, ip: str) -> Reservation:
+    async def reserve_login(self, conn: DictConnection, email: str, ip: str) -> Reservation:
         """Reserve a login attempt for this email and address, or say how long to wait."""
         return await self._reserve(
             conn, [("email", email, self.max_per_email), ("ip", ip, self.max_per_ip)]
         )
 
-    async def reserve_registration(self, conn: AsyncConnection, ip: str) -> Reservation:
+    async def reserve_registration(self, conn: DictConnection, ip: str) -> Reservation:
         """Count a registration from this address, or say how long to wait."""
         return await self._reserve(conn, [("register", ip, self.max_registrations_per_ip)])
 
     async def release_login(
-        self, conn: AsyncConnection, email: str, reservation: Reservation
+        self, conn: DictConnection, email: str, reservation: Reservation
     ) -> None:
         """The login succeeded: it was no failure, and the email starts afresh."""
         await conn.execute(RELEASE_SQL, {"ids": reservation.ids, "email": email})
 
-    async def _reserve(
-        self, conn: AsyncConnection, keys: list[tuple[str, str, int]]
-    ) -> Reservation:
+    async def _reserve(self, conn: DictConnection, keys: list[tuple[str, str, int]]) -> Reservation:
         async with conn.transaction():
             for scope, key, _limit in keys:
                 await conn.execute(LOCK_KEY_SQL, {"lock": f"todo-server:throttle:{scope}:{key}"})

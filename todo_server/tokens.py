@@ -35,6 +35,7 @@ import jwt
 
 from todo_server.config import Settings
 from todo_server.jwks import JwksCache, JwksUnavailable
+from todo_server.text_rules import is_identity_text
 
 if TYPE_CHECKING:
     from todo_server.sessions import SessionStore
@@ -136,23 +137,9 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
     )
 
 
-def is_storable_text(value: str) -> bool:
-    """Text PostgreSQL can hold: valid UTF-8 (no lone surrogates), no control characters.
-
-    C0, DEL and C1 (U+0080-U+009F, e.g. U+0085 NEXT LINE) are all control characters.
-    """
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in value):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def optional_text(value: Any, limit: int) -> str | None:
     """A profile claim worth keeping, or None; odd claims are dropped, not fatal."""
-    if not isinstance(value, str) or not value or not is_storable_text(value):
+    if not isinstance(value, str) or not value or not is_identity_text(value):
         return None
     return value[:limit]
 
@@ -163,7 +150,7 @@ def checked_subject(subject: Any) -> str:
         raise InvalidToken("empty sub", "bad subject")
     if len(subject) > MAX_SUBJECT_LENGTH:
         raise InvalidToken("sub over 255 characters", "bad subject")
-    if not is_storable_text(subject):
+    if not is_identity_text(subject):
         raise InvalidToken("sub with control characters or invalid Unicode", "bad subject")
     return subject
 

@@ -18,6 +18,10 @@ a Sync and one flush, then reads the three results: 69 us, less than
 psycopg's cursor path for the query alone. It handles only what the service's
 statements need: named or positional ``%s`` parameters, one result, rows read
 as dicts with ``fetchone``/``fetchall``; everything else uses psycopg as usual.
+
+So ``execute`` answers a ``Rows`` while a user is acting and psycopg's cursor
+otherwise (``StatementResult``): code that runs as a user reads a result only
+through ``fetchone``, ``fetchall`` and ``rowcount``, which both provide.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import generators, pq
 from psycopg.adapt import PyFormat, Transformer
+from psycopg.rows import DictRow
 
 #: Sent before every statement run for a user: row-level security's key.
 SET_USER_SQL = b"SELECT set_config('app.user_id', $1, true)"
@@ -45,20 +50,25 @@ _PLACEHOLDER = re.compile(r"%(?:\((?P<name>[^)]+)\))?(?P<kind>[s%])")
 class Rows:
     """What a statement run as a user answered: its rows, as dicts, and its row count."""
 
-    def __init__(self, rows: list[dict[str, Any]], rowcount: int) -> None:
+    def __init__(self, rows: list[DictRow], rowcount: int) -> None:
         self._rows = rows
         self._next = 0
         self.rowcount = rowcount
 
-    async def fetchone(self) -> dict[str, Any] | None:
+    async def fetchone(self) -> DictRow | None:
         if self._next >= len(self._rows):
             return None
         self._next += 1
         return self._rows[self._next - 1]
 
-    async def fetchall(self) -> list[dict[str, Any]]:
+    async def fetchall(self) -> list[DictRow]:
         rows, self._next = self._rows[self._next :], len(self._rows)
         return rows
+
+
+#: What ``UserConnection.execute`` answers: ``Rows`` while a user is acting, else
+#: psycopg's cursor.
+StatementResult: TypeAlias = psycopg.AsyncCursor[DictRow] | Rows
 
 
 class _Statement:
@@ -88,7 +98,7 @@ class _Statement:
         self.text = _PLACEHOLDER.sub(replace, query).encode()
         self.names = names
 
-    def values(self, params: Mapping[str, Any] | Sequence[Any] | None) -> list[Any]:
+    def values(self, params: Mapping[Any, Any] | Sequence[Any] | None) -> list[Any]:
         if params is None:
             params = ()
         if isinstance(params, Mapping):
@@ -112,7 +122,7 @@ def _statement(query: str) -> _Statement:
     return statement
 
 
-class UserConnection(psycopg.AsyncConnection):
+class UserConnection(psycopg.AsyncConnection[DictRow]):
     """A connection that runs each statement as ``acting_user`` (see the module's docstring)."""
 
     acting_user: str | None = None
@@ -135,7 +145,11 @@ class UserConnection(psycopg.AsyncConnection):
         self._names_made += 1
         return f"todo_{self._names_made}".encode()
 
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+    # The override answers Rows, not a cursor, while a user is acting: callers
+    # that run as a user take a UserConnection and read a StatementResult.
+    async def execute(  # type: ignore[override]
+        self, query: Any, params: Any = None, **kwargs: Any
+    ) -> StatementResult:
         if self.acting_user is None or kwargs or not isinstance(query, str):
             return await super().execute(query, params, **kwargs)
         async with self.lock:
@@ -145,6 +159,8 @@ class UserConnection(psycopg.AsyncConnection):
         tx = Transformer(self)
         values = statement.values(params)
         dumped = tx.dump_sequence(values, [PyFormat.AUTO] * len(values))
+        # dump_sequence sets both, for the values it dumped.
+        assert tx.types is not None and tx.formats is not None
         types = tuple(tx.types)
         formats = list(tx.formats)
         pgconn = self.pgconn
@@ -188,12 +204,14 @@ class UserConnection(psycopg.AsyncConnection):
                 )
             expected.append("main")
             pgconn.pipeline_sync()
-            await self.wait(generators.send(pgconn))
+            # One wait for the whole exchange: every generator step in between
+            # would otherwise be a trip through psycopg's waiting machinery.
+            batches, sync = await self.wait(_exchange(pgconn, len(expected)))
 
             error: pq.abc.PGresult | None = None
             main: pq.abc.PGresult | None = None
-            for what in expected:
-                for result in await self.wait(generators.fetch_many(pgconn)):
+            for what, batch in zip(expected, batches, strict=True):
+                for result in batch:
                     if result.status == pq.ExecStatus.FATAL_ERROR:
                         error = error or result
                     elif result.status == pq.ExecStatus.PIPELINE_ABORTED:
@@ -204,7 +222,6 @@ class UserConnection(psycopg.AsyncConnection):
                         self._prepared_for_users[key] = new_name
                     elif what == "main":
                         main = result
-            sync = await self.wait(generators.fetch(pgconn))
             if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
                 raise psycopg.OperationalError("the pipeline ended without its Sync")
             pgconn.exit_pipeline_mode()
@@ -224,7 +241,7 @@ class UserConnection(psycopg.AsyncConnection):
                 self._runs.clear()
             raise exc
         assert main is not None
-        rows: list[dict[str, Any]] = []
+        rows: list[DictRow] = []
         if main.status == pq.ExecStatus.TUPLES_OK and main.ntuples:
             tx.set_pgresult(main)
             names = [(main.fname(i) or b"").decode(encoding) for i in range(main.nfields)]
@@ -234,10 +251,24 @@ class UserConnection(psycopg.AsyncConnection):
         return Rows(rows, main.command_tuples or 0)
 
 
+def _exchange(pgconn: pq.abc.PGconn, statements: int) -> Any:
+    """Send what is queued, then read each statement's results and the Sync.
+
+    A psycopg generator (``connection.wait`` runs it): it yields whenever it
+    must wait for the socket.
+    """
+    yield from generators.send(pgconn)
+    batches = []
+    for _ in range(statements):
+        batches.append((yield from generators.fetch_many(pgconn)))
+    sync = yield from generators.fetch(pgconn)
+    return batches, sync
+
+
 @asynccontextmanager
-async def acting_as(conn: psycopg.AsyncConnection, user_id: str) -> AsyncIterator[None]:
+async def acting_as(conn: UserConnection, user_id: str) -> AsyncIterator[None]:
     """Run ``conn``'s statements in the block as ``user_id`` (see ``UserConnection``)."""
-    assert isinstance(conn, UserConnection)
+    assert isinstance(conn, UserConnection)  # any other connection would not act as the user
     conn.acting_user = user_id
     try:
         yield
