@@ -6,7 +6,7 @@
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
 #   ./run.sh image [--tag NAME] [--save FILE]  build the container image (podman)
-#   ./run.sh bench [--smoke]  run the benchmark harness (bench/run.py --help)
+#   ./run.sh bench [--smoke]  run the benchmark harness (./run.sh bench --help)
 #   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
 #
 # Installs what it needs: a virtualenv in .venv (re-installed when pyproject.toml
@@ -87,104 +87,38 @@ ensure_venv() {
   echo "$want" >"$VENV/.installed"
 }
 
-# --- PostgreSQL ---------------------------------------------------------------
-pg_bindir() {
-  local dir
-  if command -v pg_config >/dev/null; then
-    dir=$(pg_config --bindir 2>/dev/null || true)
-    [ -x "$dir/postgres" ] && { echo "$dir"; return 0; }
-  fi
-  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$dir" ] && [ -x "$dir/postgres" ] && { echo "$dir"; return 0; }
-  return 1
-}
+# --- PostgreSQL: found, created, started and stopped by devtools (Python) ------
+# The venv exists before any of these run; devtools is this checkout's package.
+devtools() { "$VENV/bin/python" -m devtools "$@"; }
 
 ensure_postgres_installed() {
-  pg_bindir >/dev/null && return 0
+  devtools pg-bindir >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt_install postgresql
-    pg_bindir >/dev/null && return 0
+    devtools pg-bindir >/dev/null 2>&1 && return 0
   fi
   die "PostgreSQL server binaries not found. Install PostgreSQL (Debian: apt-get install postgresql) or set DATABASE_URL."
-}
-
-# PostgreSQL refuses to run as root; as root, run it as the postgres system user.
-as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-# The server user must be able to walk down to the data folder.
-make_reachable() {
-  local dir=$1
-  [ "$(id -u)" = 0 ] || return 0
-  id postgres >/dev/null 2>&1 || die "no 'postgres' user to run PostgreSQL as (apt-get install postgresql creates it)"
-  while [ "$dir" != "/" ]; do
-    if ! runuser -u postgres -- test -x "$dir"; then
-      say "letting the postgres user pass through $dir (chmod o+x)"
-      chmod o+x "$dir"
-    fi
-    dir=$(dirname "$dir")
-  done
 }
 
 PG_STARTED_HERE=""
 stop_local_postgres() {
   if [ -n "$PG_STARTED_HERE" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    devtools local-postgres stop || true
     PG_STARTED_HERE=""
   fi
 }
 
+# The private cluster in .data/postgres (Unix socket only), as README: Quick start says.
 start_local_postgres() {
   ensure_postgres_installed
-  PG_BIN=$(pg_bindir)
-  PGDATA_DIR="$DATA/postgres"
-  local socket_dir="$DATA/socket"
-  # Unix socket paths are limited to about 100 bytes.
-  if [ ${#socket_dir} -gt 90 ]; then
-    socket_dir="/tmp/todo-server-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
-  fi
-  mkdir -p "$DATA" "$socket_dir"
-  chmod 700 "$socket_dir"
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$socket_dir"
-    make_reachable "$DATA"
-    make_reachable "$(dirname "$socket_dir")"
-  fi
-  if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
-    say "creating a private PostgreSQL cluster in $PGDATA_DIR"
-    mkdir -p "$PGDATA_DIR"
-    [ "$(id -u)" = 0 ] && chown postgres: "$PGDATA_DIR"
-    as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust --encoding=UTF8 \
-      --locale=C.UTF-8 --no-instructions >/dev/null
-  fi
-  if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
-    say "reusing the private PostgreSQL already running in $PGDATA_DIR"
-  else
-    say "starting the private PostgreSQL (socket in $socket_dir)"
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 \
-      -o "-c listen_addresses='' -k $socket_dir -c unix_socket_permissions=0700" start >/dev/null 9>&- ||
-      die "PostgreSQL did not start; see $PGDATA_DIR/server.log"
+  local started out
+  out=$(devtools local-postgres start 9>&-) || exit 1
+  { read -r started && read -r DATABASE_URL && read -r MIGRATION_DATABASE_URL; } <<<"$out"
+  if [ "$started" = started ]; then
     PG_STARTED_HERE=1
     trap stop_local_postgres EXIT
   fi
-  if [ -z "$(as_pg "$PG_BIN/psql" -h "$socket_dir" -U postgres -d postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = 'todo'")" ]; then
-    as_pg "$PG_BIN/createdb" -h "$socket_dir" -U postgres -E UTF8 -T template0 todo
-  fi
-  # Two roles, as in production (README: Roles): postgres owns the schema and
-  # migrates; the service connects as todo_app, with its timeouts on the role.
-  if [ -z "$(as_pg "$PG_BIN/psql" -h "$socket_dir" -U postgres -d postgres -tAc \
-    "SELECT 1 FROM pg_roles WHERE rolname = 'todo_app'")" ]; then
-    as_pg "$PG_BIN/psql" -q -h "$socket_dir" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
-CREATE ROLE todo_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
-ALTER ROLE todo_app SET statement_timeout = '5s';
-ALTER ROLE todo_app SET lock_timeout = '5s';
-ALTER ROLE todo_app SET idle_in_transaction_session_timeout = '60s';
-SQL
-  fi
-  export DATABASE_URL="postgresql://todo_app@/todo?host=$socket_dir"
-  export MIGRATION_DATABASE_URL="postgresql://postgres@/todo?host=$socket_dir"
+  export DATABASE_URL MIGRATION_DATABASE_URL
 }
 
 ensure_database() {
@@ -324,7 +258,7 @@ case "$command" in
     ensure_postgres_installed
     command -v wrk >/dev/null || apt_install wrk
     release_setup_lock
-    "$VENV/bin/python" bench/run.py "$@"
+    "$VENV/bin/python" -m bench.run "$@"
     ;;
   image)
     take_setup_lock

@@ -11,7 +11,7 @@ divided by the requests served.
 py-spy is a development tool, not a dependency: it is installed into
 ``.data/py-spy`` on first use.
 
-    .venv/bin/python bench/profile.py [--scenarios list,create,get] [--seconds 8]
+    .venv/bin/python -m bench.profile [--scenarios list,create,get] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -23,18 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import psycopg
 
-import psycopg  # noqa: E402
-import run as bench  # noqa: E402
-
-from tests.pgcluster import (  # noqa: E402
-    DURABLE_SETTINGS,
-    PostgresCluster,
-    as_role,
-    ensure_runtime_role,
-)
+from bench import run as bench
+from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, as_role, ensure_runtime_role
 
 RATE = 500
 PY_SPY_VENV = bench.ROOT / ".data" / "py-spy"

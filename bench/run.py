@@ -12,6 +12,7 @@ SQLModel + psycopg2), installed in its own virtualenv under .data/.
 The machines are noisy, so each repeat alternates the bare ceiling and every
 scenario, and the report gives medians and ratios measured in the same run.
 Results go to ``bench/results/<timestamp>.json`` and ``bench/results/latest.md``.
+Run from the project folder as ``python -m bench.run`` (what ``./run.sh bench`` does).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,20 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import jwt
+import psycopg
 
-import jwt  # noqa: E402
-import psycopg  # noqa: E402
-
-from tests.liveserver import free_port  # noqa: E402
-from tests.pgcluster import (  # noqa: E402
-    DURABLE_SETTINGS,
-    PostgresCluster,
-    as_role,
-    ensure_runtime_role,
-)
-from todo_server import migrate, task_listing  # noqa: E402
+from devtools.liveserver import ROOT, LiveServer, free_port
+from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, as_role, ensure_runtime_role
+from todo_server import migrate, task_listing
 
 SECRET = "bench-secret-" + "b" * 40
 SCENARIOS = ("list", "poll", "floor", "seed", "get", "create", "update", "complete", "mix")
@@ -133,36 +125,20 @@ def current_etags(url: str, tokens: list[str]) -> list[str]:
 # --- processes ---------------------------------------------------------------------
 
 
-class Server:
-    """A server process (the service or the bare app) on a free port."""
+class Server(LiveServer):
+    """A server process (the service or the bare app) on a free port, started at once."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = open(log_path, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [*args, *(["--port", str(self.port)] if "uvicorn" in args else [])],
-            env={**env, "PORT": str(self.port)},
-            cwd=ROOT,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {log_path}")
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start; see {log_path}") from None
-                time.sleep(0.1)
+        port = free_port()
+        if "uvicorn" in args:
+            args = [*args, "--port", str(port)]
+        super().__init__(env, args, port=port, log_path=log_path, process_group=True, name=name)
+        self.url = self.base_url
+        self.start(timeout=60)
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the workers, or the server itself."""
+        assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         pids = [int(p) for p in children.read_text().split()] if children.exists() else []
         # uvicorn's supervisor starts workers and a resource tracker; workers serve.
@@ -171,16 +147,6 @@ class Server:
 
     def peak_rss_mb(self) -> list[float]:
         return [_peak_rss_kb(pid) / 1024 for pid in self.worker_pids()]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log_file.close()
 
 
 def _cmdline(pid: int) -> str:

@@ -26,12 +26,12 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from tests.pgcluster import PostgresCluster, as_role, ensure_runtime_role
+from devtools.postgres import PostgresCluster, as_role, ensure_runtime_role
+from tests.tasks_helpers import PREFIXES, User
+from tests.tokens import TEST_SECRET, JwksServer, SigningKey
 from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import Settings, load_settings
-
-TEST_SECRET = "test-secret-" + "x" * 40
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -151,3 +151,33 @@ def make_client(
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """The app with default test settings."""
     return make_client()
+
+
+# --- shared test data ------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_prefix() -> str:
+    """The prefix ``ada`` and ``bob`` call the tasks API under. A module that checks every
+    prefix overrides it with ``@pytest.fixture(params=PREFIXES)``."""
+    return PREFIXES[0]
+
+
+@pytest.fixture
+def ada(client: TestClient, api_prefix: str) -> User:
+    """A user with a frontend-minted token."""
+    return User(client, "ada", api_prefix)
+
+
+@pytest.fixture
+def bob(client: TestClient, api_prefix: str) -> User:
+    """Another user, to check what Ada must not see."""
+    return User(client, "bob", api_prefix)
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    """A frontend's JWKS endpoint serving an Ed25519 key ``ed-1`` and an RSA key ``rsa-1``."""
+    server = JwksServer([SigningKey.ed25519("ed-1"), SigningKey.rsa("rsa-1")])
+    yield server
+    server.close()

@@ -42,12 +42,3 @@ class User:
 
 def ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
-
-
-def assert_error(r, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["code"] == code
-    assert set(body) == {"code", "message", "details", "request_id", "detail"}
-    assert body["detail"] == body["message"]
-    return body

@@ -10,18 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
-from tests.tokens import JwksServer, SigningKey, bearer, frontend_token
+from tests.timekeeping import wait_until
+from tests.tokens import SigningKey, bearer, frontend_token
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def jwks():
-    server = JwksServer([SigningKey.ed25519("ed-1"), SigningKey.rsa("rsa-1")])
-    yield server
-    server.close()
 
 
 def test_all_three_token_sources_and_key_rotation(database_url, db, jwks):
@@ -75,6 +69,7 @@ def test_unknown_kid_flood_is_not_a_fetch_flood(database_url, db, jwks):
     assert jwks.fetches == 2  # start-up, then the first made-up kid; then the cooldown
 
 
+@pytest.mark.slow
 def test_login_throttling_is_shared_by_two_server_processes(database_url, db):
     env = settings_env(database_url)
     with LiveServer(env) as one, LiveServer(env) as two:
@@ -110,6 +105,7 @@ def _post_all(requests: list[tuple[str, dict]]) -> list[httpx2.Response]:
         return list(pool.map(lambda item: post(*item), requests))
 
 
+@pytest.mark.slow
 def test_concurrent_wrong_passwords_check_at_most_the_limit_across_processes(database_url, db):
     env = settings_env(database_url, LOGIN_MAX_FAILURES="5")
     with LiveServer(env) as one, LiveServer(env) as two:
@@ -132,6 +128,7 @@ def test_concurrent_wrong_passwords_check_at_most_the_limit_across_processes(dat
     assert failures == 5
 
 
+@pytest.mark.slow
 def test_forwarded_for_is_believed_only_from_trusted_proxies(database_url, db):
     def failures_with_rotating_forwarded_for(server: LiveServer) -> list[int]:
         statuses = []
@@ -158,6 +155,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(database_url, db):
     assert addresses == {f"203.0.113.{n}" for n in range(4)}
 
 
+@pytest.mark.timing
 def test_a_login_is_not_queued_behind_a_flood_of_registrations(database_url, db):
     env = settings_env(database_url, REGISTRATIONS_PER_IP="100")
     with LiveServer(env) as server:
@@ -178,7 +176,8 @@ def test_a_login_is_not_queued_behind_a_flood_of_registrations(database_url, db)
         threads = [threading.Thread(target=register, args=(n,)) for n in range(12)]
         for thread in threads:
             thread.start()
-        time.sleep(0.2)  # the registrations are queued for hashing slots by now
+        # One registration hashed: the other eleven, sent with it, are queued for slots now.
+        wait_until(lambda: finished, "a registration to finish")
         threads.append(threading.Thread(target=login))
         threads[-1].start()
         for thread in threads:

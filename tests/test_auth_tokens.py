@@ -10,37 +10,10 @@ import warnings
 import jwt
 import pytest
 
+from tests.assertions import assert_401
 from tests.conftest import TEST_SECRET
-from tests.tokens import JwksServer, SigningKey, bearer, claims, frontend_token, hs256
+from tests.tokens import SigningKey, bearer, claims, frontend_token, hs256
 from todo_server.tokens import own_signing_key
-
-INVALID = 'Bearer error="invalid_token", error_description="'
-
-
-def assert_401(r, why: str | None = None, *, www_authenticate: str | None = None) -> None:
-    """A 401 in the error format; for a refused token, its reason in header and message."""
-    assert r.status_code == 401, r.text
-    body = r.json()
-    assert body["code"] == "unauthorized"
-    assert body["details"] is None
-    assert body["request_id"] == r.headers["x-request-id"]
-    if www_authenticate is not None:
-        assert r.headers["www-authenticate"] == www_authenticate
-        return
-    challenge = r.headers["www-authenticate"]
-    assert challenge.startswith(INVALID) and challenge.endswith('"'), challenge
-    given = challenge[len(INVALID) : -1]
-    if why is not None:
-        assert given == why, challenge
-    expected = "Token has expired" if given == "expired" else f"Invalid token: {given}"
-    assert body["message"] == expected
-
-
-@pytest.fixture
-def jwks():
-    server = JwksServer([SigningKey.ed25519("ed-1"), SigningKey.rsa("rsa-1")])
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -411,10 +384,25 @@ def test_verified_tokens_are_remembered_until_they_expire(make_settings, monkeyp
     asyncio.run(run())
 
 
-def test_refused_tokens_are_not_remembered(client):
+def test_refused_tokens_are_not_remembered(client, monkeypatch):
+    """A refused token is checked afresh every time (a refusal is never cached), while an
+    accepted one is checked once."""
+    from todo_server import tokens as tokens_module
+
+    checked: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(
+        tokens_module.jwt,
+        "decode",
+        lambda token, *a, **k: checked.append(token) or real_decode(token, *a, **k),
+    )
     bad = hs256(claims(), secret="another-secret-that-is-long-enough-1234")
-    for _ in range(2):
-        assert_401(client.get("/auth/me", headers=bearer(bad)))
+    good = frontend_token("remembered")
+    for attempt in (1, 2, 3):
+        assert_401(client.get("/auth/me", headers=bearer(bad)), "bad signature")
+        assert client.get("/auth/me", headers=bearer(good)).status_code == 200
+        assert checked.count(bad) == attempt  # its signature checked again each time
+        assert checked.count(good) == 1  # the cache answers after the first time
 
 
 # --- every refusal names its reason ----------------------------------------------

@@ -6,12 +6,15 @@ import json
 import subprocess
 import sys
 
-from tests.liveserver import ROOT
+import pytest
+
+from devtools.liveserver import ROOT
 
 
+@pytest.mark.slow
 def test_bench_harness_smoke(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--output", str(tmp_path)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--output", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,

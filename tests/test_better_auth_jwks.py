@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from jwt.utils import base64url_encode
 
+from devtools.liveserver import LiveServer, free_port
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
-from tests.liveserver import LiveServer, free_port
 from tests.tokens import bearer
 
 
@@ -124,6 +124,8 @@ def test_a_deleted_key_is_refused_right_after_the_next_fetch(database_url, bette
     assert "no longer lists key(s) " + kid_of(old_token) in log
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_service_started_before_better_auth_serves_within_seconds_of_it(
     database_url, better_auth_db, started
 ):
@@ -136,12 +138,14 @@ def test_a_service_started_before_better_auth_serves_within_seconds_of_it(
     r = http.get("/health")
     assert r.status_code == 200
     assert r.json()["jwks"] == {"state": "unavailable", "age_seconds": None}
-    time.sleep(3)  # the frontend is late: the service has failed a few fetches by now
+    # The behaviour under test, not a wait for something: the frontend is late, so the
+    # service has failed a few fetches and backed off (0.5, 1, 2 s) by the time it comes.
+    time.sleep(3)
 
     ba = BetterAuthServer(better_auth_db, TEST_SECRET, jwt_algorithm="EdDSA", port=port)
     started.append(ba)
-    up = time.monotonic()
     token = ba.jwt(ba.sign_up("Cy").token)
+    up = time.monotonic()  # Better Auth is up and serving its keys, at the latest now
     while (r := me(http, token)).status_code == 503:
         assert time.monotonic() - up < 8, "still 503 eight seconds after Better Auth came up"
         time.sleep(0.1)

@@ -17,9 +17,9 @@ import httpx2
 import jwt
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import bearer
 
 SESSION_DATA_COOKIE = "better-auth.session_data"

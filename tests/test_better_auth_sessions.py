@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Iterator
 from urllib.parse import unquote
 
@@ -22,13 +21,16 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
+from devtools.postgres import as_role
+from tests.assertions import assert_401, assert_503
 from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
-from tests.pgcluster import as_role
+from tests.timekeeping import ManualClock
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate, sessions
 from todo_server.app import create_app
 from todo_server.config import SessionStoreSettings, load_settings
+from todo_server.sessions import SessionStore
 from todo_server.tokens import InvalidToken
 
 READER = "todo_sessions"
@@ -70,6 +72,15 @@ def better_auth(better_auth_url: str) -> Iterator[BetterAuthServer]:
 
 
 @pytest.fixture
+def session_clock(monkeypatch) -> ManualClock:
+    """The clock of every SessionStore the test's apps make: cache lifetimes pass when
+    the test says so."""
+    clock = ManualClock()
+    monkeypatch.setitem(SessionStore.__init__.__kwdefaults__, "clock", clock)
+    return clock
+
+
+@pytest.fixture
 def session_client(make_client, better_auth, better_auth_url):
     """The service with opaque session tokens on, reading as the read-only role."""
 
@@ -90,22 +101,6 @@ def expire(better_auth_url: str, token: str, seconds_from_now: float) -> None:
 def delete_session(better_auth_url: str, token: str) -> None:
     with psycopg.connect(better_auth_url, autocommit=True) as conn:
         assert conn.execute("DELETE FROM session WHERE token = %s", (token,)).rowcount == 1
-
-
-def assert_401(r, why: str | None = None, message: str | None = None) -> None:
-    """401 with RFC 6750's challenge; its short reason, when given, in header and message."""
-    assert r.status_code == 401, r.text
-    challenge = r.headers["www-authenticate"]
-    assert challenge.startswith('Bearer error="invalid_token", error_description="'), challenge
-    if why is not None:
-        assert challenge.endswith(f'error_description="{why}"'), challenge
-        assert r.json()["message"] == message or f"Invalid token: {why}"
-
-
-def assert_503(r) -> None:
-    assert r.status_code == 503, r.text
-    assert r.headers["retry-after"] == "2"
-    assert r.json()["code"] == "service_unavailable"
 
 
 # --- what works ---------------------------------------------------------------
@@ -188,15 +183,16 @@ def test_configured_table_and_column_names(pg_server, make_client):
 # --- what stops working, and when -------------------------------------------
 
 
-def test_sign_out_stops_the_token_within_the_cache_lifetime(session_client, better_auth):
+def test_sign_out_stops_the_token_within_the_cache_lifetime(
+    session_client, better_auth, session_clock
+):
     client = session_client(BETTER_AUTH_SESSION_CACHE_TTL="1")
     ada = better_auth.sign_up("Ada")
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
     better_auth.sign_out(ada.cookie)
-    signed_out = time.monotonic()
-    while client.get("/auth/me", headers=bearer(ada.token)).status_code == 200:
-        assert time.monotonic() - signed_out < 1.5, "still accepted after the cache lifetime"
-        time.sleep(0.05)
+    session_clock.advance(0.9)  # remembered: it works on for at most the cache lifetime
+    assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
+    session_clock.advance(0.2)
     assert_401(client.get("/auth/me", headers=bearer(ada.token)), "unknown session")
     assert_401(client.get("/auth/me", headers=bearer(ada.cookie)), "unknown session")
 
@@ -224,7 +220,9 @@ def test_expired_session_is_401(session_client, better_auth, better_auth_url):
     client = session_client()
     ada = better_auth.sign_up("Ada")
     expire(better_auth_url, ada.token, -60)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
+    assert_401(
+        client.get("/auth/me", headers=bearer(ada.token)), "expired", message="Session has expired"
+    )
 
 
 def test_a_session_that_never_expires_opens_the_api(session_client, better_auth, better_auth_url):
@@ -237,13 +235,19 @@ def test_a_session_that_never_expires_opens_the_api(session_client, better_auth,
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
 
 
-def test_a_remembered_session_ends_at_its_expiry(session_client, better_auth, better_auth_url):
+def test_a_remembered_session_ends_at_its_expiry(
+    session_client, better_auth, better_auth_url, session_clock
+):
     client = session_client(BETTER_AUTH_SESSION_CACHE_TTL="60")
     ada = better_auth.sign_up("Ada")
-    expire(better_auth_url, ada.token, 1.0)
+    expire(better_auth_url, ada.token, 30)
     assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
-    time.sleep(1.1)
-    assert_401(client.get("/auth/me", headers=bearer(ada.token)), "expired", "Session has expired")
+    expire(better_auth_url, ada.token, -60)  # what the database says from now on
+    session_clock.advance(20)  # within its 30 s: remembered
+    assert client.get("/auth/me", headers=bearer(ada.token)).status_code == 200
+    session_clock.advance(15)  # past its expiry, though not the 60 s cache lifetime
+    r = client.get("/auth/me", headers=bearer(ada.token))
+    assert_401(r, "expired", message="Session has expired")
 
 
 def test_unknown_and_malformed_tokens_are_401(session_client, better_auth):
@@ -321,7 +325,7 @@ def test_missing_grants_and_wrong_names_are_503_and_logged(
 
 
 def test_readme_documents_the_read_only_grants():
-    from tests.liveserver import ROOT
+    from devtools.liveserver import ROOT
 
     readme = (ROOT / "README.md").read_text()
     for grant in READ_ONLY_GRANTS:

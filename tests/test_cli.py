@@ -10,9 +10,9 @@ import sys
 import httpx2
 import psycopg
 
+from devtools.liveserver import ROOT, LiveServer
+from devtools.postgres import find_bindir
 from tests.conftest import TEST_SECRET, settings_env
-from tests.liveserver import ROOT, LiveServer
-from tests.pgcluster import find_bindir
 from todo_server import migrate
 
 

@@ -14,11 +14,6 @@ from tests.conftest import as_role
 from tests.tasks_helpers import PREFIXES, User
 
 
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
-
-
 def poll(user: User, tag: str, suffix: str = "", **params: str):
     return user.request("GET", suffix, params=params, headers={"If-None-Match": tag})
 

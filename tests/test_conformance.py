@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import bearer, frontend_token
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -39,6 +39,7 @@ CHECKS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialect", ["standard", "compatible"])
 def test_schemathesis_finds_nothing(database_url, db, tmp_path, dialect):
     """In each dialect, the document the server serves is the one it keeps to."""

@@ -15,9 +15,10 @@ import time
 from urllib.parse import urlsplit
 
 import httpx2
+import pytest
 
+from devtools.liveserver import ROOT, free_port
 from tests.conftest import TEST_SECRET
-from tests.liveserver import ROOT, free_port
 from tests.test_pgbouncer import ROLE, bouncer  # noqa: F401 (a fixture)
 from tests.tokens import bearer, frontend_token
 
@@ -31,6 +32,7 @@ def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_the_image_migrates_serves_and_stops_on_sigterm(bouncer, pg_server):  # noqa: F811
     started = time.monotonic()
     built = subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +23,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tests.tasks_helpers import User
+from tests.timekeeping import wait_until
 from tests.tokens import bearer, frontend_token
 from todo_server import db as todo_db
 from todo_server.app import create_app
@@ -35,16 +35,14 @@ RAISE_DEADLOCK_SQL = (
 
 def wait_for_lock_wait(monitor: psycopg.Connection, fragment: str) -> None:
     """Until some backend other than ours waits on a lock in a statement containing ``fragment``."""
-    for _ in range(1000):
-        row = monitor.execute(
+    wait_until(
+        lambda: monitor.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
             (f"%{fragment}%",),
-        ).fetchone()
-        if row and row[0]:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"nobody waited on a lock in {fragment!r}")
+        ).fetchone()[0],
+        f"a wait on a lock in {fragment!r}",
+    )
 
 
 def messages(caplog, logger: str) -> list[str]:

@@ -9,9 +9,9 @@ import tempfile
 
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.cdp import Browser
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import frontend_token
 
 CHROMIUM_FLAGS = [

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import httpx2
 import pytest
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tasks_helpers import PREFIXES
 from tests.tokens import bearer, frontend_token
 

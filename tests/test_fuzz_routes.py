@@ -215,6 +215,7 @@ def _path(template: str, user: str, task: str, existing: str) -> str:
     return template.format(user=quote(user, safe=""), task=quote(task, safe=""))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1000,
     deadline=None,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
-import pytest
-
-from tests.tokens import JwksServer, SigningKey, bearer
+from tests.timekeeping import wait_until
+from tests.tokens import bearer
 
 
 def test_health_reports_database_ok(client):
@@ -26,22 +24,15 @@ def test_health_reports_database_ok(client):
 # --- the JWKS's state: reported, never failing liveness -----------------------------
 
 
-@pytest.fixture
-def jwks():
-    server = JwksServer([SigningKey.ed25519("ed-1")])
-    yield server
-    server.close()
-
-
 def jwks_health(client, until: str) -> dict:
     """/health's jwks part once it reaches ``until`` (the start-up fetch runs in the background)."""
-    deadline = time.monotonic() + 5
-    while True:
+
+    def reached() -> dict | None:
         r = client.get("/health")
         assert r.status_code == 200, r.text
-        if r.json()["jwks"]["state"] == until or time.monotonic() > deadline:
-            return r.json()["jwks"]
-        time.sleep(0.02)
+        return r.json()["jwks"] if r.json()["jwks"]["state"] == until else None
+
+    return wait_until(reached, f"/health to report the JWKS {until}")
 
 
 def test_health_reports_a_fetched_jwks_and_its_age(make_client, jwks):

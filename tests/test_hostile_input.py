@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tasks_helpers import PREFIXES, User, assert_error
+from tests.assertions import assert_error
+from tests.tasks_helpers import PREFIXES
 from tests.tokens import bearer, claims, hs256
 
 # Valid RFC 3339, but outside what a datetime can hold once converted to UTC.
@@ -19,8 +20,9 @@ CASES = [(text, OUT_OF_RANGE) for text in OVERFLOWING_TIMES] + [
 
 
 @pytest.fixture(params=PREFIXES)
-def ada(request, client):
-    return User(client, "ada", request.param)
+def api_prefix(request):
+    """Every test here runs under each prefix."""
+    return request.param
 
 
 @pytest.mark.parametrize(("text", "message"), CASES)

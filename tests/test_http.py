@@ -8,22 +8,12 @@ import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from tests.assertions import assert_error
 from tests.tokens import bearer, frontend_token
 from todo_server.app import create_app
 from todo_server.logs import RequestIdFilter
 
 AUTH = bearer(frontend_token("http-tests"))
-
-
-def assert_error(r, status: int, code: str) -> dict:
-    assert r.status_code == status
-    assert r.headers["content-type"] == "application/json"
-    body = r.json()
-    assert set(body) == {"code", "message", "details", "request_id", "detail"}
-    assert body["code"] == code
-    assert body["request_id"] == r.headers["x-request-id"]
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 def test_unknown_route_is_404_in_the_error_format(client):

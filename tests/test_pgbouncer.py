@@ -12,9 +12,9 @@ import httpx2
 import psycopg
 import pytest
 
+from devtools.liveserver import LiveServer
+from devtools.pgbouncer import PgBouncer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
-from tests.pgbouncer import PgBouncer
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
 

@@ -6,15 +6,15 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
+from tests.timekeeping import wait_until
 from todo_server.purge import PURGE_LOCK_KEY, Purged, purge
 
 NOW = datetime.now(UTC)
@@ -30,11 +30,6 @@ def purge_at(database_url: str, when: datetime, **options) -> Purged:
             return await purge(conn, retention_days=30, now=when, **options)
 
     return asyncio.run(run())
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
 
 
 def test_deleted_tasks_can_be_restored_until_purged_after_retention(ada, db, database_url):
@@ -101,10 +96,10 @@ def test_the_service_purges_on_its_own_timer(make_client, db):
     ada.request("DELETE", f"/{task['id']}")
     # The task was deleted 31 days ago, as far as the data says.
     db.execute("UPDATE tasks SET deleted_at = now() - interval '31 days'")
-    deadline = time.monotonic() + 15
-    while db.execute("SELECT count(*) FROM tasks").fetchone()[0]:
-        assert time.monotonic() < deadline, "the service never purged"
-        time.sleep(0.1)
+    wait_until(
+        lambda: db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0,
+        "the service's own purge",
+    )
     assert db.execute("SELECT deleted_tasks FROM users").fetchone()[0] == 0
 
 

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from devtools.postgres import PostgresCluster, ensure_runtime_role
+from tests.assertions import assert_503
 from tests.conftest import settings_env
-from tests.pgcluster import PostgresCluster, ensure_runtime_role
 from tests.tokens import bearer, frontend_token
 from todo_server import migrate
 from todo_server.app import create_app
@@ -60,15 +61,13 @@ def assert_degraded(client: TestClient, pool_timeout: float) -> None:
         "jwks": {"state": "not_configured", "age_seconds": None},
     }
     assert r.headers["retry-after"] == "2"
-    assert elapsed < pool_timeout + 1.0
+    # Bounded by DB_POOL_TIMEOUT, with room for a busy machine; an unbounded wait would
+    # be psycopg's own 30 s.
+    assert elapsed < pool_timeout + 2.0, elapsed
 
 
-def assert_503(r) -> None:
-    assert r.status_code == 503, r.text
-    assert r.json()["code"] == "service_unavailable"
-    assert r.headers["retry-after"] == "2"
-
-
+@pytest.mark.slow
+@pytest.mark.timing
 def test_database_stopped_and_restarted_under_a_running_app(cluster):
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -80,7 +79,8 @@ def test_database_stopped_and_restarted_under_a_running_app(cluster):
         assert_503(client.post("/api/tasks", json={"title": "during"}, headers=AUTH))
         assert_503(client.patch(f"/api/tasks/{task['id']}/complete", headers=AUTH))
         assert_503(client.get("/auth/me", headers=AUTH))
-        # Staying down a while must not stop the pool from trying again later.
+        # Staying down a while must not stop the pool from trying again later: the wait
+        # is the behaviour under test.
         time.sleep(2)
         assert_degraded(client, 0.5)
         cluster.start()
@@ -89,6 +89,7 @@ def test_database_stopped_and_restarted_under_a_running_app(cluster):
         assert client.get("/api/tasks", headers=AUTH).json()["tasks"] == [task]
 
 
+@pytest.mark.timing
 def test_app_starts_while_database_is_down_and_recovers(cluster):
     cluster.stop()
     settings = load_settings(settings_env(cluster.url(), DB_POOL_TIMEOUT="0.5"))
@@ -98,6 +99,7 @@ def test_app_starts_while_database_is_down_and_recovers(cluster):
         health_until(client, 200, within=10)
 
 
+@pytest.mark.slow
 def test_a_server_started_while_the_database_was_down_waits_for_migrations(pg_server):
     from tests.conftest import with_dbname
 

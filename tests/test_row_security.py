@@ -10,8 +10,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from tests.assertions import assert_error
 from tests.conftest import as_role
-from tests.tasks_helpers import User, assert_error
 from todo_server import task_store
 
 USER_TABLES = ("tasks", "users", "idempotency_keys")
@@ -26,8 +26,7 @@ def runtime(database_url, db):
 
 
 @pytest.fixture
-def two_users(client):
-    ada, bob = User(client, "ada"), User(client, "bob")
+def two_users(ada, bob):
     return ada, ada.create(title="ada's"), bob, bob.create(title="bob's")
 
 

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -15,11 +17,12 @@ def fresh_checkout(target: Path) -> Path:
     target.mkdir()
     for name in ("run.sh", "pyproject.toml", "constraints.txt", "README.md"):
         shutil.copy2(ROOT / name, target / name)
-    for name in ("todo_server", "sql"):
+    for name in ("todo_server", "sql", "devtools"):
         shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
+@pytest.mark.slow
 def test_two_first_runs_at_once_both_set_up(tmp_path):
     project = fresh_checkout(tmp_path / "project")
     env = {

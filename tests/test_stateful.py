@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -23,8 +24,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from devtools.liveserver import LiveServer
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
 from tests.tokens import bearer, frontend_token
 
 USERS = ("ann", "ben", "cat")
@@ -68,6 +69,7 @@ def visible(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_random_walks_match_the_model(database_url, db):
     env = settings_env(database_url, DB_POOL_MAX="4")
     with LiveServer(env) as server, httpx2.Client(base_url=server.base_url, timeout=10) as http:

@@ -6,12 +6,14 @@ import uuid
 
 import pytest
 
-from tests.tasks_helpers import PREFIXES, TASK_KEYS, User, assert_error, ts
+from tests.assertions import assert_error
+from tests.tasks_helpers import PREFIXES, TASK_KEYS, ts
 
 
 @pytest.fixture(params=PREFIXES)
-def ada(request, client):
-    return User(client, "ada", request.param)
+def api_prefix(request):
+    """Every test here runs under each prefix."""
+    return request.param
 
 
 def test_create_returns_201_task_with_location_and_etag(ada, db):

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import httpx2
 import psycopg
 import pytest
 
+from devtools.liveserver import LiveServer
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
+from tests.timekeeping import lock_waiters, wait_until
 from tests.tokens import bearer, frontend_token
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
-
 
 WRITES = [
     ("PUT", "", {"json": {"title": "changed"}}),
@@ -242,35 +238,42 @@ def test_200_concurrent_creates_by_8_users_without_error_or_leak(database_url, d
 
 def test_beyond_the_waiting_limit_requests_get_a_fast_503(database_url, db):
     """Overload is shed at once with 503 + Retry-After, not queued for seconds."""
+    pool_timeout = 10
     env = settings_env(
         database_url,
         DB_POOL_MIN="1",
         DB_POOL_MAX="1",
         DB_POOL_MAX_WAITING="1",
-        DB_POOL_TIMEOUT="10",
+        DB_POOL_TIMEOUT=str(pool_timeout),
     )
     headers = bearer(frontend_token("ada"))
     with LiveServer(env) as live, httpx2.Client(base_url=live.base_url, timeout=30) as http:
-        assert http.post("/api/tasks", json={"title": "first"}, headers=headers).status_code == 201
+
+        def create(title: str) -> tuple[httpx2.Response, float]:
+            start = time.monotonic()
+            r = http.post("/api/tasks", json={"title": title}, headers=headers)
+            return r, time.monotonic() - start
+
+        assert create("first")[0].status_code == 201
         blocker = psycopg.connect(database_url)
         # Hold Ada's row: the next create takes the only pooled connection and waits on it.
         blocker.execute("SELECT 1 FROM users WHERE id = 'ada' FOR UPDATE")
-        with ThreadPoolExecutor(2) as pool:
-            holding = pool.submit(http.post, "/api/tasks", json={"title": "held"}, headers=headers)
-            time.sleep(0.5)
-            waiting = pool.submit(
-                http.post, "/api/tasks", json={"title": "queued"}, headers=headers
-            )
-            time.sleep(0.5)
-            start = time.monotonic()
-            shed = http.post("/api/tasks", json={"title": "one too many"}, headers=headers)
-            elapsed = time.monotonic() - start
+        with ThreadPoolExecutor(3) as pool:
+            holding = pool.submit(create, "held")
+            wait_until(lambda: lock_waiters(database_url), "the held create to wait on the lock")
+            # Two more at once: whichever comes first takes the one place in the queue for
+            # the connection, the other is shed without waiting for it.
+            both = [pool.submit(create, title) for title in ("queued 1", "queued 2")]
+            done, _ = wait(both, timeout=pool_timeout - 1, return_when=FIRST_COMPLETED)
             blocker.rollback()
             blocker.close()
-            assert holding.result().status_code == 201
-            assert waiting.result().status_code == 201
+            assert len(done) == 1, "neither request was shed while the connection was busy"
+            shed, elapsed = done.pop().result()
+            [queued] = [f.result()[0] for f in both if f.result()[0] is not shed]
+            assert holding.result()[0].status_code == 201
     assert_error(shed, 503, "service_unavailable")
     assert shed.headers["retry-after"] == "2"
-    assert elapsed < 1.0
+    assert elapsed < pool_timeout / 2  # not after waiting for a connection
+    assert queued.status_code == 201
     titles = {row[0] for row in db.execute("SELECT title FROM tasks")}
-    assert titles == {"first", "held", "queued"}
+    assert titles == {"first", "held", queued.json()["title"]}

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.tasks_helpers import PREFIXES, User, assert_error
+from tests.assertions import assert_error
+from tests.tasks_helpers import PREFIXES, User
 
 ROUTES = [
     ("GET", "/{id}", None),
@@ -23,16 +24,6 @@ ROUTES = [
 
 def without_request_id(r) -> dict:
     return {k: v for k, v in r.json().items() if k != "request_id"}
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
-
-
-@pytest.fixture
-def bob(client):
-    return User(client, "bob")
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)

@@ -7,14 +7,10 @@ import json
 
 import pytest
 
-from tests.tasks_helpers import User, assert_error
+from tests.assertions import assert_error
+from tests.tasks_helpers import User
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
 
 
 def ids(tasks) -> list[str]:

@@ -12,15 +12,12 @@ import httpx2
 import psycopg
 import pytest
 
+from devtools.liveserver import LiveServer
+from tests.assertions import assert_error
 from tests.conftest import settings_env
-from tests.liveserver import LiveServer
-from tests.tasks_helpers import User, assert_error
+from tests.tasks_helpers import User
+from tests.timekeeping import wait_until
 from tests.tokens import bearer, frontend_token
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
 
 
 class Replica:
@@ -66,12 +63,12 @@ def test_a_write_that_commits_late_is_not_skipped(ada, db, database_url):
             )
         )
         waiting.start()
-        deadline = time.monotonic() + 10
-        while not db.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "the PATCH never waited on the lock"
-            time.sleep(0.01)
+        wait_until(
+            lambda: db.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            ).fetchone(),
+            "the PATCH to wait on the lock",
+        )
         # Y changes and commits while X's change is still in flight; the client syncs.
         y2 = ada.request("PATCH", f"/{y['id']}", json={"title": "y v2"}).json()
         replica.sync()

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tasks_helpers import User, assert_error
-
-
-@pytest.fixture
-def ada(client):
-    return User(client, "ada")
+from tests.assertions import assert_error
 
 
 def task_count(db) -> int:

@@ -13,7 +13,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
-from tests.conftest import TEST_SECRET
+#: The BETTER_AUTH_SECRET every test app gets, and what frontend-minted test tokens are signed with.
+TEST_SECRET = "test-secret-" + "x" * 40
 
 
 def claims(sub: str = "user_1", **extra: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""A real PgBouncer (Debian's package) in transaction mode, in front of the test PostgreSQL.
+"""A real PgBouncer (Debian's package) in transaction mode, in front of a private PostgreSQL.
 
 PgBouncer refuses to run as root, so as root it runs as the ``postgres`` user,
 like the server. It listens on a free localhost port and trusts its users
-(the test server is private); ``url(dbname)`` is what a client connects to.
+(the server behind it is private); ``url(dbname)`` is what a client connects to.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.liveserver import free_port
-from tests.pgcluster import (
-    _chown_tree,
-    _run_as,
+from devtools.liveserver import free_port
+from devtools.postgres import (
+    chown_tree,
+    run_as,
     scratch_root,
     server_user,
     wait_until_it_answers,
@@ -67,7 +67,7 @@ pidfile = {self.directory}/pgbouncer.pid
         )
         self.user = server_user()
         if self.user is not None:
-            _chown_tree(self.directory, self.user)
+            chown_tree(self.directory, self.user)
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, dbname: str, user: str = "postgres") -> str:
@@ -80,7 +80,7 @@ pidfile = {self.directory}/pgbouncer.pid
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            **_run_as(self.user),  # type: ignore[arg-type]
+            **run_as(self.user),  # type: ignore[arg-type]
         )
         wait_until_it_answers(
             "pgbouncer", self.process, self.url("postgres"), timeout, self.log_tail

@@ -1,18 +1,25 @@
-"""A throw-away PostgreSQL server for the tests, started in about a tenth of a second.
+"""Private PostgreSQL servers for development: the tests', the benchmark's and ``./run.sh``'s.
 
-``initdb`` runs once into a cached template data directory (under ``.data/``);
-each session copies it to tmpfs and starts ``postgres`` directly with durability
-off, listening only on a Unix socket. PostgreSQL refuses to run as root, so when
-the tests run as root the server runs as the ``postgres`` system user.
+Two kinds. ``PostgresCluster`` is a throw-away server for the tests and the
+benchmark, started in about a tenth of a second: ``initdb`` runs once into a
+cached template data directory (under ``.data/``); each start copies it to tmpfs
+and runs ``postgres`` directly, listening only on a Unix socket. ``LocalCluster``
+is the one ``./run.sh`` serves with when ``DATABASE_URL`` is not set: durable,
+kept in ``.data/postgres`` between runs, started and stopped with ``pg_ctl``.
+
+PostgreSQL refuses to run as root, so as root both run as the ``postgres``
+system user.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,9 +27,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_CACHE = ROOT / ".data" / "test-template"
+DATA = ROOT / ".data"
+TEMPLATE_CACHE = DATA / "test-template"
 
 #: Durability off: tests need speed, not crash safety.
 FAST_SETTINGS = {
@@ -60,7 +69,7 @@ def find_bindir() -> Path:
     )
     if not candidates:
         raise RuntimeError(
-            "PostgreSQL server binaries not found; install them (./run.sh test does) "
+            "PostgreSQL server binaries not found; install them (./run.sh does) "
             "or set TEST_DATABASE_URL"
         )
     return candidates[-1].parent
@@ -78,17 +87,37 @@ def server_user() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
+def chown_tree(path: Path, user: pwd.struct_passwd) -> None:
+    """Give ``path`` and everything under it to ``user``."""
     os.chown(path, user.pw_uid, user.pw_gid)
     for parent, dirs, files in os.walk(path):
         for name in dirs + files:
             os.chown(os.path.join(parent, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
-def _run_as(user: pwd.struct_passwd | None) -> dict[str, object]:
+def run_as(user: pwd.struct_passwd | None) -> dict[str, object]:
+    """``subprocess`` arguments that run a child as ``user`` (nothing when None)."""
     if user is None:
         return {}
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def initdb(bindir: Path, data: Path, user: pwd.struct_passwd | None, *, sync: bool) -> None:
+    """A new cluster in ``data``: superuser ``postgres``, trusted local connections, UTF-8."""
+    args = [
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C.UTF-8",
+        "--no-instructions",
+    ]
+    if not sync:
+        args.append("--no-sync")
+    subprocess.run(args, check=True, capture_output=True, **run_as(user))  # type: ignore[call-overload]
 
 
 def scratch_root() -> Path:
@@ -111,23 +140,7 @@ def ensure_template(bindir: Path) -> Path:
     try:
         if user is not None:
             os.chown(work, user.pw_uid, user.pw_gid)
-        subprocess.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            **_run_as(user),  # type: ignore[arg-type]
-        )
+        initdb(bindir, data, user, sync=False)
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(cache.name + f".partial-{os.getpid()}")
         shutil.copytree(data, partial, symlinks=True)
@@ -178,7 +191,7 @@ class PostgresCluster:
         shutil.copytree(ensure_template(self.bindir), self.data, symlinks=True)
         os.chmod(self.data, 0o700)
         if self.user is not None:
-            _chown_tree(self.directory, self.user)
+            chown_tree(self.directory, self.user)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@/{dbname}?host={self.socket_dir}"
@@ -195,7 +208,7 @@ class PostgresCluster:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                **_run_as(self.user),  # type: ignore[arg-type]
+                **run_as(self.user),  # type: ignore[arg-type]
             )
         wait_until_it_answers("postgres", self.process, self.url(), timeout, self.log_tail)
 
@@ -247,3 +260,115 @@ def as_role(url: str, role: str = RUNTIME_ROLE) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+# --- ./run.sh's private cluster ---------------------------------------------------
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, as ./run.sh prints its own."""
+    print(f"run.sh: {message}", file=sys.stderr, flush=True)
+
+
+class SetupError(Exception):
+    """Set-up cannot go on; the message says what to do."""
+
+
+def socket_dir_for(root: Path = ROOT) -> Path:
+    """``.data/socket``, or a short path in /tmp: Unix socket paths are limited to ~100 bytes."""
+    socket_dir = root / ".data" / "socket"
+    if len(str(socket_dir)) > 90:
+        digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        socket_dir = Path("/tmp") / f"todo-server-{digest}"
+    return socket_dir
+
+
+def make_reachable(directory: Path, user: pwd.struct_passwd) -> None:
+    """Let ``user`` walk down to ``directory`` (chmod o+x on what stops it)."""
+    for step in [directory, *directory.parents]:
+        if step == Path("/"):
+            break
+        walk = subprocess.run(["test", "-x", str(step)], **run_as(user))  # type: ignore[call-overload]
+        if walk.returncode != 0:
+            say(f"letting the postgres user pass through {step} (chmod o+x)")
+            step.chmod(step.stat().st_mode | 0o001)
+
+
+class LocalCluster:
+    """The private PostgreSQL ``./run.sh`` serves with: kept in ``.data/postgres``, durable,
+    reachable only through a Unix socket, with the database ``todo`` and both roles of
+    production (README: Roles): ``postgres`` owns the schema and migrates, the service
+    connects as ``todo_app``."""
+
+    DBNAME = "todo"
+
+    def __init__(self, root: Path = ROOT) -> None:
+        self.root = root
+        self.data = root / ".data" / "postgres"
+        self.socket_dir = socket_dir_for(root)
+        self.user = server_user()
+
+    def admin_url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}"
+
+    def urls(self) -> tuple[str, str]:
+        """``DATABASE_URL`` (the runtime role) and ``MIGRATION_DATABASE_URL`` (the owner)."""
+        return as_role(self.admin_url(self.DBNAME)), self.admin_url(self.DBNAME)
+
+    def _pg_ctl(self, bindir: Path, *args: str, quiet: bool = False) -> int:
+        # Not a pipe: the server that pg_ctl leaves running must not hold our output open.
+        return subprocess.run(
+            [str(bindir / "pg_ctl"), "-D", str(self.data), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if quiet else None,
+            **run_as(self.user),  # type: ignore[arg-type]
+        ).returncode
+
+    def start(self) -> bool:
+        """Create the cluster when missing, start it unless it runs; True when started here."""
+        bindir = find_bindir()
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.chmod(0o700)
+        if self.user is not None:
+            os.chown(self.socket_dir, self.user.pw_uid, self.user.pw_gid)
+            make_reachable(self.data.parent, self.user)
+            make_reachable(self.socket_dir.parent, self.user)
+        if not (self.data / "PG_VERSION").exists():
+            say(f"creating a private PostgreSQL cluster in {self.data}")
+            self.data.mkdir(parents=True, exist_ok=True)
+            if self.user is not None:
+                os.chown(self.data, self.user.pw_uid, self.user.pw_gid)
+            initdb(bindir, self.data, self.user, sync=True)
+        started = False
+        if self._pg_ctl(bindir, "status", quiet=True) == 0:
+            say(f"reusing the private PostgreSQL already running in {self.data}")
+        else:
+            say(f"starting the private PostgreSQL (socket in {self.socket_dir})")
+            options = f"-c listen_addresses='' -k {self.socket_dir} -c unix_socket_permissions=0700"
+            log = self.data / "server.log"
+            if self._pg_ctl(bindir, "-l", str(log), "-w", "-t", "60", "-o", options, "start"):
+                raise SetupError(f"PostgreSQL did not start; see {log}")
+            started = True
+        try:
+            self._ensure_database()
+            ensure_runtime_role(self.admin_url())
+        except BaseException:
+            if started:  # the caller learns nothing it could stop
+                self.stop()
+            raise
+        return started
+
+    def _ensure_database(self) -> None:
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.DBNAME,))
+            if found.fetchone() is None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                        sql.Identifier(self.DBNAME)
+                    )
+                )
+
+    def stop(self) -> None:
+        """Fast shutdown, waiting until it is down; quiet when it is not running."""
+        self._pg_ctl(find_bindir(), "-m", "fast", "-w", "stop", quiet=True)
