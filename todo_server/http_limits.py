@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from todo_server.coalescing import CoalescingTransport
 from todo_server.errors import ApiError, HeadTooLarge, RequestTimeout, ServiceUnavailable
 
 HEAD_END = b"\r\n\r\n"
@@ -111,6 +112,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Each response's head and body in one send (coalescing.py). Flow
+        # control keeps the real transport: it pauses and resumes reading.
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(ServiceUnavailable("Too many open connections; try again shortly"))
             return
