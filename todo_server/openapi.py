@@ -14,6 +14,7 @@ from todo_server import accounts, errors, idempotency, package_version, task_inp
 from todo_server.cursors import MAX_CURSOR_LENGTH
 from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
 from todo_server.task_store import TASK_FIELDS
+from todo_server.text_rules import NO_NUL_PATTERN
 from todo_server.tokens import MAX_SUBJECT_LENGTH
 
 #: The operationId suffix and tag of the task operations under each of ``tasks.PREFIXES``,
@@ -37,7 +38,7 @@ def error_codes() -> list[str]:
 
 
 # Text the service stores: no NUL, and (for trimmed fields) not only whitespace.
-NO_NUL = "^[^\\u0000]*$"
+
 SOME_TEXT = "^[^\\u0000]*\\S[^\\u0000]*$"
 
 TIMESTAMP = {"type": "string", "format": "date-time", "examples": ["2026-12-01T09:00:00+00:00"]}
@@ -61,7 +62,7 @@ def _task_properties() -> dict[str, Any]:
         "description": {
             "type": ["string", "null"],
             "maxLength": ti.DESCRIPTION_MAX,
-            "pattern": NO_NUL,
+            "pattern": NO_NUL_PATTERN,
             "examples": ["Two litres, semi-skimmed"],
         },
         "completed": {"type": "boolean"},
@@ -231,7 +232,7 @@ def schemas() -> dict[str, Any]:
                 "name": {
                     "type": ["string", "null"],
                     "maxLength": accounts.MAX_NAME_LENGTH,
-                    "pattern": NO_NUL,
+                    "pattern": NO_NUL_PATTERN,
                 },
             },
         },

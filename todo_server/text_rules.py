@@ -24,6 +24,10 @@ CONTROL_CHARACTER = re.compile(f"[{_CONTROLS}]")
 LOG_ESCAPES = re.compile(f"[{_CONTROLS}\\u2028\\u2029]")
 
 
+#: The same rule as ``contains_nul``, as a JSON Schema pattern for the API document.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
 def contains_nul(text: str) -> bool:
     """PostgreSQL text cannot hold NUL characters."""
     return "\x00" in text
