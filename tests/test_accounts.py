@@ -147,6 +147,14 @@ def test_duplicate_email_in_any_case_is_409(client, db):
             [{"field": "name", "message": "must be a string or null"}],
         ),
         (
+            {"email": "a@b.co", "password": PASSWORD, "name": "a\x1bb"},
+            [{"field": "name", "message": "must not contain control characters"}],
+        ),
+        (
+            {"email": "a@b.co", "password": PASSWORD, "name": "a\x00b"},
+            [{"field": "name", "message": "must not contain control characters"}],
+        ),
+        (
             {"email": "a@b.co", "password": PASSWORD, "role": "admin"},
             [{"field": "role", "message": "unknown field"}],
         ),

@@ -133,3 +133,44 @@ def test_the_writer_writes_records_and_access_entries_in_order(monkeypatch):
         "after",
     ]
     assert written[1]["request_id"] == "rid-1" and written[1]["path"] == "/api/tasks"
+
+
+class StuckStream:
+    """A stderr that takes nothing until it is let go."""
+
+    def __init__(self) -> None:
+        self.let_go = threading.Event()
+        self.written: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.let_go.wait(10)
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_stuck_stderr_bounds_what_waits_and_counts_what_was_dropped():
+    stream = StuckStream()
+    writer = logs.LogWriter(stream, logs.JsonFormatter(), interval=0.01, max_waiting=100)  # type: ignore[arg-type]
+    writer.start()
+    entry = logs.AccessEntry(1764595000.0, "rid", "GET", "/api/tasks", 200, 1.0, "ada")
+    for _ in range(1000):
+        writer.put(entry)
+        assert len(writer.waiting) <= 100
+    assert writer.dropped > 0
+    stream.let_go.set()
+    writer.flush()
+    writer.stop()
+    lines = [json.loads(line) for text in stream.written for line in text.splitlines()]
+    access = [line for line in lines if line["logger"] == "todo_server.access"]
+    [dropped] = [line for line in lines if line["logger"] == "todo_server.logs"]
+    count = int(dropped["message"].split()[0])
+    assert count == writer.dropped
+    assert len(access) + count == 1000  # every line was written or counted
+
+
+def test_bidirectional_controls_are_escaped_so_a_value_cannot_show_itself_reversed():
+    assert logs.escape_controls("evil\u202egnp.exe") == r"evil\u202egnp.exe"
+    assert logs.escape_controls("\u2066x\u2069\u200f") == r"\u2066x\u2069\u200f"

@@ -36,3 +36,13 @@ def test_endless_new_query_strings_cost_a_bounded_memory():
     assert len(task_input._CHECKED_QUERIES) == task_input.CHECKED_QUERIES_MAX
     assert b"cursor=c0" not in task_input._CHECKED_QUERIES  # the oldest made room
     assert f"cursor=c{task_input.CHECKED_QUERIES_MAX + 49}".encode() in task_input._CHECKED_QUERIES
+
+
+def test_a_long_query_string_is_checked_but_never_kept():
+    long = b"cursor=" + b"x" * task_input.CHECKED_QUERY_MAX_BYTES
+    query = task_input.list_query_from(long)
+    assert query.cursor == "x" * task_input.CHECKED_QUERY_MAX_BYTES
+    assert long not in task_input._CHECKED_QUERIES
+    junk = b"zz=" + b"y" * 15_000  # an unknown parameter: ignored, and not kept either
+    task_input.list_query_from(junk)
+    assert task_input._CHECKED_QUERIES == {}

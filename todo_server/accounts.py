@@ -26,7 +26,7 @@ from todo_server.passwords import (
     needs_rehash,
     verify_password_async,
 )
-from todo_server.text_rules import contains_nul, is_identity_text
+from todo_server.text_rules import is_identity_text
 from todo_server.throttle import LoginThrottle
 from todo_server.tokens import AuthUser, issue_token
 from todo_server.user_connection import acting_as
@@ -116,8 +116,10 @@ def validate_registration(data: dict[str, Any]) -> tuple[str, str, str | None]:
             errors.add("name", "must be a string or null")
         elif len(name.strip()) > MAX_NAME_LENGTH:
             errors.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
-        elif contains_nul(name):
-            errors.add("name", "must not contain NUL characters")
+        elif not is_identity_text(name):
+            # As a frontend token's name claim is checked (tokens.py): a name is
+            # shown to people and logged; control characters have no place in it.
+            errors.add("name", "must not contain control characters")
         else:
             name = name.strip() or None
     errors.raise_if_any()

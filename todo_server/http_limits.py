@@ -30,15 +30,26 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from todo_server.coalescing import CoalescingTransport
-from todo_server.errors import ApiError, HeadTooLarge, RequestTimeout, ServiceUnavailable
+from todo_server.errors import (
+    ApiError,
+    BadRequest,
+    HeadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 
 HEAD_END = b"\r\n\r\n"
 
 REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+
+
+class HeadTooLargeInParser(Exception):
+    """Raised in a parser callback to stop httptools at a head over the limit."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._tail = b""  # the last bytes seen, for a head end split across reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._parsed_head = 0  # bytes of the head the parser is in, counted by its callbacks
+        self._head_overflow = False
+        self._refusal: ApiError | None = None  # waiting for an earlier answer to go out
 
     @classmethod
     def process_limits(cls) -> ConnectionLimits:
@@ -125,6 +139,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # refused already: nothing more is read
+            return
         if self._in_head:
             room = self.limits.max_head_bytes - self._head_bytes
             if len(data) > room:
@@ -150,6 +166,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_body_timer()
 
     # --- parser callbacks ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._parsed_head = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # The read-level check above sees a head only up to the first end of a
+        # head in a read; a second request pipelined in the same read is counted
+        # here, header by header, before uvicorn keeps it.
+        self._parsed_head += len(name) + len(value) + 4
+        if self._parsed_head > self.limits.max_head_bytes:
+            self._head_overflow = True
+            raise HeadTooLargeInParser  # httptools stops; uvicorn calls send_400_response
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what it cannot parse, in the API's error shape."""
+        if self._head_overflow:
+            self._refuse(HeadTooLarge(HEAD_TOO_LARGE.format(self.limits.max_head_bytes)))
+        else:
+            self._refuse(BadRequest("Invalid HTTP request"))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        refusal = self._refusal
+        if refusal is not None and not self._earlier_request_in_flight():
+            self._refusal = None
+            self._refuse(refusal)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -206,9 +254,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse(RequestTimeout("The request body stalled; send it without pauses"))
 
+    def _earlier_request_in_flight(self) -> bool:
+        """A request before the one being read is still being answered (or waits to be)."""
+        cycle = self.cycle
+        return self._in_head and (
+            bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+        )
+
     def _refuse(self, error: ApiError) -> None:
-        """Answer ``error`` in the error shape and close; the app sees a disconnect."""
+        """Answer ``error`` in the error shape and close; the app sees a disconnect.
+
+        When the refused bytes are a pipelined request's head and earlier
+        requests on the connection are still being answered, their answers go
+        out first (a write that was made must be reported) and the refusal
+        follows them; nothing more is read meanwhile.
+        """
         self._cancel_timers()
+        if self._earlier_request_in_flight() and not self.transport.is_closing():
+            self._refusal = error
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             # The app must not answer on this connection any more.
             self.cycle.response_started = True

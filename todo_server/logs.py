@@ -211,6 +211,11 @@ class LogWriter:
     ``put`` is an append to a deque (thread-safe, never blocks); the thread
     drains the deque every ``interval`` seconds, or as soon as ``wake_at``
     items wait, and writes the batch with one write and one flush.
+
+    When stderr stops taking lines (a full pipe, a stuck log driver), at most
+    ``max_waiting`` wait; later ones are dropped and counted, and a line says
+    how many once stderr takes lines again. Requests never wait for the log,
+    and the log never takes the worker's memory.
     """
 
     def __init__(
@@ -220,11 +225,15 @@ class LogWriter:
         *,
         interval: float = 0.1,
         wake_at: int = 512,
+        max_waiting: int = 20_000,
     ) -> None:
         self.stream = stream
         self.formatter = formatter
         self.interval = interval
         self.wake_at = wake_at
+        self.max_waiting = max_waiting
+        self.dropped = 0  # counted by put (the loop), read by the thread
+        self._dropped_reported = 0  # the thread's own
         self.waiting: deque[logging.LogRecord | AccessEntry | threading.Event] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -234,8 +243,12 @@ class LogWriter:
         self._thread.start()
 
     def put(self, item: logging.LogRecord | AccessEntry) -> None:
+        waiting = len(self.waiting)
+        if waiting >= self.max_waiting:
+            self.dropped += 1
+            return
         self.waiting.append(item)
-        if len(self.waiting) >= self.wake_at:
+        if waiting + 1 >= self.wake_at:
             self._wake.set()
 
     def flush(self, timeout: float = 2.0) -> None:
@@ -277,6 +290,10 @@ class LogWriter:
                     lines.append(formatter.format(item))
             except Exception:  # a broken record must not stop the logging thread
                 lines.append(f"unformattable log record from {getattr(item, 'name', '?')}")
+        dropped = self.dropped - self._dropped_reported
+        if dropped:
+            self._dropped_reported += dropped
+            lines.append(self.formatter.format(_dropped_record(dropped)))
         if lines:
             try:
                 self.stream.write("\n".join(lines) + "\n")
@@ -285,6 +302,18 @@ class LogWriter:
                 pass  # stderr is gone; there is nowhere left to say so
         for event in done:
             event.set()
+
+
+def _dropped_record(count: int) -> logging.LogRecord:
+    return logging.LogRecord(
+        "todo_server.logs",
+        logging.WARNING,
+        "",
+        0,
+        "%d log lines dropped: stderr did not take them fast enough",
+        (count,),
+        None,
+    )
 
 
 class _ToWriter(logging.Handler):

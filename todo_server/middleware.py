@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +32,7 @@ from todo_server.logs import log_access, request_id_var
 error_logger = logging.getLogger("todo_server.errors")
 
 MAX_REQUEST_ID_LENGTH = 128
+MAX_LOGGED_PATH = 100  # characters of a client's path a log line keeps
 MAX_BODY_BYTES = 64 * 1024
 
 # Added to every response, chosen once per request by path. Task data, tokens
@@ -85,29 +86,34 @@ def path_template(scope: Scope) -> str:
     path: str = scope.get("path", "")
     params = scope.get("path_params")
     if not params:
-        return path if "endpoint" in scope else path[:100]
+        return path if "endpoint" in scope else path[:MAX_LOGGED_PATH]
     names = {str(value): name for name, value in params.items()}
-    return "/".join(
+    template = "/".join(
         f"{{{names[segment]}}}" if segment in names else segment for segment in path.split("/")
     )
+    # A parameter may hold slashes (a docs asset's path): still client input.
+    return template[:MAX_LOGGED_PATH]
 
 
 class ServiceMiddleware:
     """Request ids, body size, CORS, errors in the one format, security headers, access log.
 
-    ``app`` is the router; ``cors`` builds the CORS wrapper around the inner
-    handler (``cors.cors_layer``), used only for requests that carry ``Origin``.
+    ``app`` is the router; ``cors`` wraps an ASGI app in the CORS policy
+    (``cors.JsonErrorCORSMiddleware`` with the settings), used only for
+    requests that carry ``Origin``: around the handler, and around the
+    last-resort 500 so a browser can read even that one.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        cors: Any = None,
+        cors: Callable[[ASGIApp], ASGIApp] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.cors = cors
         self.with_cors: ASGIApp = cors(self.handle) if cors is not None else self.handle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,7 +147,9 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header, *extra]
+                # An error is never stored, whatever the path's caching says.
+                added = extra if status < 400 else PRIVATE_HEADERS
+                message["headers"] = [*message.get("headers", ()), header, *added]
             await send(message)
 
         try:
@@ -164,9 +172,11 @@ class ServiceMiddleware:
                 exc_info=exc,
             )
             if not started:
-                response = error_response(
+                response: ASGIApp = error_response(
                     500, "internal_error", "Internal server error", request_id=request_id
                 )
+                if origin and self.cors is not None:
+                    response = self.cors(response)
                 await response(scope, receive, send_with_id)
         finally:
             user = state.get("user")

@@ -14,7 +14,7 @@ from todo_server import accounts, errors, idempotency, package_version, task_inp
 from todo_server.cursors import MAX_CURSOR_LENGTH
 from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
 from todo_server.task_store import TASK_FIELDS
-from todo_server.text_rules import NO_NUL_PATTERN
+from todo_server.text_rules import NO_CONTROLS_PATTERN, NO_NUL_PATTERN
 from todo_server.tokens import MAX_SUBJECT_LENGTH
 
 #: The operationId suffix and tag of the task operations under each of ``tasks.PREFIXES``,
@@ -232,7 +232,7 @@ def schemas() -> dict[str, Any]:
                 "name": {
                     "type": ["string", "null"],
                     "maxLength": accounts.MAX_NAME_LENGTH,
-                    "pattern": NO_NUL_PATTERN,
+                    "pattern": NO_CONTROLS_PATTERN,
                 },
             },
         },

@@ -284,23 +284,29 @@ def _parse_sort(given: dict[str, str], values: dict[str, Any], errors: FieldErro
 #: Query strings already checked, and what they meant. Bounded: client input.
 _CHECKED_QUERIES: dict[bytes, ListQuery] = {}
 CHECKED_QUERIES_MAX = 1024
+#: Longer query strings are checked each time and never kept: the ones polled
+#: again and again are short (``limit=50&sort=-updated_at``), and a page's
+#: cursor or a client's junk would only fill the dict.
+CHECKED_QUERY_MAX_BYTES = 128
 
 
 def list_query_from(query_string: bytes) -> ListQuery:
     """``parse_list_query`` of a raw query string, remembered for the next time.
 
     A polling frontend sends the same few query strings again and again; the
-    answer depends on nothing but the string, so it is checked once. Refused
-    strings are not kept (each raises again). The oldest entry makes room, so a
-    client sending endless new strings (a cursor on every page) costs a bounded
-    dict. ``ListQuery`` is frozen and shared: handlers never change it.
+    answer depends on nothing but the string, so it is checked once. Only
+    short strings that pass are kept (a cursor or sync token in one is still
+    verified on every request, by the handler); the oldest entry makes room, so
+    the memory is bounded at about CHECKED_QUERIES_MAX small entries.
+    ``ListQuery`` is frozen and shared: handlers never change it.
     """
     query = _CHECKED_QUERIES.get(query_string)
     if query is None:
         query = parse_list_query(QueryParams(query_string))
-        if len(_CHECKED_QUERIES) >= CHECKED_QUERIES_MAX:
-            del _CHECKED_QUERIES[next(iter(_CHECKED_QUERIES))]
-        _CHECKED_QUERIES[query_string] = query
+        if len(query_string) <= CHECKED_QUERY_MAX_BYTES:
+            if len(_CHECKED_QUERIES) >= CHECKED_QUERIES_MAX:
+                del _CHECKED_QUERIES[next(iter(_CHECKED_QUERIES))]
+            _CHECKED_QUERIES[query_string] = query
     return query
 
 

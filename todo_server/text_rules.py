@@ -7,8 +7,9 @@
 - Text must be valid Unicode: a lone surrogate (U+D800-U+DFFF) cannot be
   encoded as UTF-8, so it can be neither stored nor sent on (``is_utf8_text``).
 - Logged text has every control character escaped, and the Unicode line and
-  paragraph separators too (``LOG_ESCAPES``): client input in a log line must
-  not end it, forge another or drive a terminal.
+  paragraph separators and bidirectional controls too (``LOG_ESCAPES``): client
+  input in a log line must not end it, forge another, drive a terminal or show
+  itself in another order.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ _CONTROLS = r"\x00-\x1f\x7f-\x9f"
 
 CONTROL_CHARACTER = re.compile(f"[{_CONTROLS}]")
 
-#: What a log line shows as an escape: the control characters and U+2028/U+2029.
-LOG_ESCAPES = re.compile(f"[{_CONTROLS}\\u2028\\u2029]")
+#: What a log line shows as an escape: the control characters, U+2028/U+2029
+#: (line breaks to some readers) and the bidirectional controls (U+200E/F,
+#: U+202A-E, U+2066-9), which make a terminal show text in another order.
+LOG_ESCAPES = re.compile(f"[{_CONTROLS}\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069]")
 
+
+#: ``is_identity_text``'s control-character rule, as a JSON Schema pattern.
+NO_CONTROLS_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 
 #: The same rule as ``contains_nul``, as a JSON Schema pattern for the API document.
 NO_NUL_PATTERN = "^[^\\u0000]*$"
