@@ -147,8 +147,8 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                # An error is never stored, whatever the path's caching says.
-                added = extra if status < 400 else PRIVATE_HEADERS
+                # An error is never stored, even on a path whose answers may be.
+                added = PRIVATE_HEADERS if status >= 400 and extra is PUBLIC_HEADERS else extra
                 message["headers"] = [*message.get("headers", ()), header, *added]
             await send(message)
 
