@@ -163,6 +163,24 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def uvicorn_command(python: str | Path, app: str, workers: int, *extra: str) -> list[str]:
+    """A peer app under uvicorn as the harness runs them all: local, quiet, no access log."""
+    return [
+        str(python),
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
 def service_env(database_url: str, workers: int) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -222,22 +240,14 @@ def start_seed(python: Path, database_url: str, workers: int, log_path: Path) ->
     """
     return Server(
         "seed",
-        [
-            str(python),
-            "-m",
-            "uvicorn",
+        uvicorn_command(
+            python,
             "bench.seed_app:app",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            str(workers),
-            "--no-access-log",
+            workers,
             "--no-server-header",
-            "--log-level",
-            "warning",
             "--timeout-graceful-shutdown",
             "2",
-        ],
+        ),
         {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "DATABASE_URL": database_url.replace("postgresql://", "postgresql+psycopg2://", 1),
@@ -554,43 +564,24 @@ def main() -> int:
             servers.append(service)
             bare = Server(
                 "bare",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "bench.bare_app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--workers",
-                    str(workers),
-                    "--no-access-log",
-                    "--no-server-header",
-                    "--log-level",
-                    "warning",
-                ],
+                uvicorn_command(
+                    sys.executable, "bench.bare_app:app", workers, "--no-server-header"
+                ),
                 {"PATH": env["PATH"]},
                 work / f"bare-{workers}.log",
             )
             servers.append(bare)
             floor = Server(
                 "floor",
-                [
+                uvicorn_command(
                     sys.executable,
-                    "-m",
-                    "uvicorn",
                     "bench.floor_app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--workers",
-                    str(workers),
+                    workers,
                     "--loop",
                     "uvloop",
                     "--http",
                     "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
+                ),
                 {"PATH": env["PATH"], "DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET},
                 work / f"floor-{workers}.log",
             )

@@ -32,6 +32,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def read_until_closed(sock: socket.socket, within: float = 10) -> bytes:
+    """Every byte a server sends on ``sock`` until it closes (or resets, or ``within`` passes)."""
+    sock.settimeout(within)
+    raw = b""
+    try:
+        while chunk := sock.recv(65536):
+            raw += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return raw
+
+
 def answers(url: str) -> bool:
     """Whether an HTTP server answers ``url`` at all (any status counts)."""
     try:

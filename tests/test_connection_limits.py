@@ -11,7 +11,7 @@ import time
 import httpx2
 import pytest
 
-from devtools.liveserver import LiveServer
+from devtools.liveserver import LiveServer, read_until_closed
 from tests.conftest import settings_env
 from tests.timekeeping import wait_until
 
@@ -49,13 +49,7 @@ def connect(server: LiveServer) -> socket.socket:
 
 def read_response(sock: socket.socket, within: float = 10) -> tuple[int | None, dict, bytes]:
     """Everything the server sends until it closes: (status, error body, raw)."""
-    sock.settimeout(within)
-    raw = b""
-    try:
-        while chunk := sock.recv(65536):
-            raw += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
+    raw = read_until_closed(sock, within)
     if not raw:
         return None, {}, raw
     head, _, body = raw.partition(b"\r\n\r\n")

@@ -15,7 +15,7 @@ import socket
 import httpx2
 import pytest
 
-from devtools.liveserver import LiveServer
+from devtools.liveserver import LiveServer, read_until_closed
 from tests.conftest import settings_env
 from tests.tokens import frontend_token
 
@@ -34,12 +34,7 @@ def exchange(server: LiveServer, payload: bytes) -> list[tuple[int, dict[str, st
     """Send ``payload`` in one write; every response until the server closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(payload)
-        raw = b""
-        try:
-            while chunk := sock.recv(65536):
-                raw += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
+        raw = read_until_closed(sock)
     responses = []
     while raw:
         head, _, rest = raw.partition(b"\r\n\r\n")
