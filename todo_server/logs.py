@@ -39,8 +39,6 @@ _STANDARD_ATTRIBUTES = frozenset(
     | {"message", "asctime", "request_id", "color_message"}
 )
 
-#: Characters that could end a log line, forge one or drive a terminal (text_rules).
-_CONTROL = LOG_ESCAPES
 
 ACCESS_LOGGER = "todo_server.access"
 access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -62,9 +60,9 @@ def escape_controls(text: str) -> str:
     of whoever reads the log. The common case, nothing to escape, costs one
     regex search.
     """
-    if _CONTROL.search(text) is None:
+    if LOG_ESCAPES.search(text) is None:
         return text
-    return _CONTROL.sub(_escape_char, text)
+    return LOG_ESCAPES.sub(_escape_char, text)
 
 
 def _escaped(value: object) -> object:

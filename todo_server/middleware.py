@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_server.errors import PayloadTooLarge, error_response, exception_handler_for
-from todo_server.logs import log_access, request_id_var
+from todo_server.logs import access_logger, log_access, request_id_var
 
 error_logger = logging.getLogger("todo_server.errors")
 
@@ -160,9 +160,7 @@ class ServiceMiddleware:
         except ClientDisconnect:
             # The client left, or http_limits ended a stalled body: nobody to answer.
             status = 499
-            logging.getLogger("todo_server.access").info(
-                "client disconnected before the request was read"
-            )
+            access_logger.info("client disconnected before the request was read")
         except Exception as exc:
             error_logger.error(
                 "unhandled %s on %s %s",
