@@ -39,7 +39,8 @@ import psycopg
 
 from devtools.liveserver import ROOT, LiveServer, free_port
 from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, as_role, ensure_runtime_role
-from todo_server import migrate, task_listing
+from todo_server.storage import migrate
+from todo_server.tasks import listing
 
 SECRET = "bench-secret-" + "b" * 40
 SCENARIOS = ("list", "poll", "floor", "seed", "get", "create", "update", "complete", "mix")
@@ -327,7 +328,7 @@ def wrk(url: str, scenario: str, connections: int, seconds: float, data: Path) -
 
 def pgbench(cluster: PostgresCluster, dbname: str, seconds: float, users: int) -> float:
     """Transactions/s of the service's own list query under pgbench -M prepared."""
-    text, _ = task_listing.build_list_query("-created_at", {}, None)
+    text, _ = listing.build_list_query("-created_at", {}, None)
     for placeholder, value in (
         ("%(user_id)s", "'bench-' || :u"),
         ("%(limit)s", "50"),

@@ -29,9 +29,9 @@ from starlette.testclient import TestClient
 from devtools.postgres import PostgresCluster, as_role, ensure_runtime_role
 from tests.tasks_helpers import PREFIXES, User
 from tests.tokens import TEST_SECRET, JwksServer, SigningKey
-from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import Settings, load_settings
+from todo_server.storage import migrate
 
 
 def with_dbname(url: str, dbname: str) -> str:

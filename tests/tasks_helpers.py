@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from tests.tokens import bearer, frontend_token
-from todo_server.task_store import TASK_FIELDS
+from todo_server.tasks.store import TASK_FIELDS
 
 PREFIXES = ("/api/tasks", "/api/{user}/tasks", "/users/{user}/tasks")
 TASK_KEYS = set(TASK_FIELDS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.tokens import bearer, frontend_token
-from todo_server import passwords
-from todo_server.tokens import own_signing_key
+from todo_server.auth import passwords
+from todo_server.auth.tokens import own_signing_key
 
 PASSWORD = "correct horse battery"
 

@@ -13,7 +13,7 @@ import pytest
 from tests.assertions import assert_401
 from tests.conftest import TEST_SECRET
 from tests.tokens import SigningKey, bearer, claims, frontend_token, hs256
-from todo_server.tokens import own_signing_key
+from todo_server.auth.tokens import own_signing_key
 
 
 @pytest.fixture
@@ -358,8 +358,8 @@ def test_unstorable_profile_claims_are_dropped_not_fatal(client):
 def test_verified_tokens_are_remembered_until_they_expire(make_settings, monkeypatch):
     import asyncio
 
-    from todo_server import tokens as tokens_module
-    from todo_server.tokens import TokenVerifier
+    from todo_server.auth import tokens as tokens_module
+    from todo_server.auth.tokens import TokenVerifier
 
     verifier = TokenVerifier(make_settings())
     calls = []
@@ -387,7 +387,7 @@ def test_verified_tokens_are_remembered_until_they_expire(make_settings, monkeyp
 def test_refused_tokens_are_not_remembered(client, monkeypatch):
     """A refused token is checked afresh every time (a refusal is never cached), while an
     accepted one is checked once."""
-    from todo_server import tokens as tokens_module
+    from todo_server.auth import tokens as tokens_module
 
     checked: list[str] = []
     real_decode = jwt.decode

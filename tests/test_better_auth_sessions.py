@@ -27,11 +27,12 @@ from tests.betterauth import BetterAuthServer
 from tests.conftest import TEST_SECRET, DatabaseServer, settings_env
 from tests.timekeeping import ManualClock
 from tests.tokens import bearer, frontend_token
-from todo_server import migrate, sessions
 from todo_server.app import create_app
+from todo_server.auth import better_auth_sessions
+from todo_server.auth.better_auth_sessions import SessionStore
+from todo_server.auth.tokens import InvalidToken
 from todo_server.config import SessionStoreSettings, load_settings
-from todo_server.sessions import SessionStore
-from todo_server.tokens import InvalidToken
+from todo_server.storage import migrate
 
 READER = "todo_sessions"
 
@@ -336,8 +337,10 @@ def test_readme_documents_the_read_only_grants():
 
 
 def test_the_cache_is_bounded_and_drops_the_oldest_first(monkeypatch):
-    monkeypatch.setattr(sessions, "CACHE_SIZE", 3)
-    store = sessions.SessionStore(SessionStoreSettings(url="postgresql://unused/x"), TEST_SECRET)
+    monkeypatch.setattr(better_auth_sessions, "CACHE_SIZE", 3)
+    store = better_auth_sessions.SessionStore(
+        SessionStoreSettings(url="postgresql://unused/x"), TEST_SECRET
+    )
     looked_up: list[str] = []
 
     async def lookup(token: str) -> dict[str, object]:
@@ -372,7 +375,7 @@ def test_signatures_in_either_base64_alphabet_are_checked():
             break
     url_safe = signature.rstrip("=").replace("+", "-").replace("/", "_")
     for form in (signature, signature.rstrip("="), url_safe, url_safe + "="):
-        assert sessions.session_token(f"{token}.{form}", secret) == token
+        assert better_auth_sessions.session_token(f"{token}.{form}", secret) == token
     mixed_up = signature.replace("+", "/", 1)
     with pytest.raises(InvalidToken, match="bad signature"):
-        sessions.session_token(f"{token}.{mixed_up}", secret)
+        better_auth_sessions.session_token(f"{token}.{mixed_up}", secret)

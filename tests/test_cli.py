@@ -13,7 +13,7 @@ import psycopg
 from devtools.liveserver import ROOT, LiveServer
 from devtools.postgres import find_bindir
 from tests.conftest import TEST_SECRET, settings_env
-from todo_server import migrate
+from todo_server.storage import migrate
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

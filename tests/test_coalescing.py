@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from todo_server.coalescing import CoalescingTransport
+from todo_server.web.coalescing import CoalescingTransport
 
 
 class Recorder(asyncio.Protocol):

@@ -322,7 +322,8 @@ def test_the_start_up_warning_never_shows_the_password(database_url, caplog):
     import asyncio
     import logging
 
-    from todo_server import app, migrate
+    from todo_server import app
+    from todo_server.storage import migrate
 
     settings = load_settings(
         env(DATABASE_URL="postgresql://todo@127.0.0.1:1/todo?password=hunter2-password")

@@ -25,8 +25,8 @@ from starlette.testclient import TestClient
 from tests.tasks_helpers import User
 from tests.timekeeping import wait_until
 from tests.tokens import bearer, frontend_token
-from todo_server import db as todo_db
 from todo_server.app import create_app
+from todo_server.storage import db as todo_db
 
 RAISE_DEADLOCK_SQL = (
     "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = 'deadlock_detected'; END $$"

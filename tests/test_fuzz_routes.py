@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from tests.conftest import TEST_SECRET
 from tests.tasks_helpers import PREFIXES
 from tests.tokens import claims, hs256
-from todo_server import passwords
-from todo_server.cursors import CursorCodec, PageToken
-from todo_server.task_input import LIST_PARAMETERS
+from todo_server.auth import passwords
+from todo_server.tasks.page_tokens import CursorCodec, PageToken
+from todo_server.tasks.validation import LIST_PARAMETERS
 
 USER = "fuzz"
 EXISTING = "existing"  # stands for the id of a task the user really has

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.tokens import SigningKey, claims
-from todo_server.jwks import MAX_AGE_SECONDS, JwksCache, JwksUnavailable
-from todo_server.tokens import InvalidToken, TokenVerifier
+from todo_server.auth.jwks import MAX_AGE_SECONDS, JwksCache, JwksUnavailable
+from todo_server.auth.tokens import InvalidToken, TokenVerifier
 
 URL = "https://app.example.com/api/auth/jwks"
 APP = "https://app.example.com"
@@ -234,7 +234,7 @@ def test_verified_tokens_meet_the_hourly_refresh_too(jwks_settings):
 
 
 def test_withdrawing_a_key_forgets_only_what_it_verified(jwks_settings, monkeypatch):
-    from todo_server import tokens as tokens_module
+    from todo_server.auth import tokens as tokens_module
 
     first, second = SigningKey.ed25519("first"), SigningKey.ed25519("second")
     frontend = Frontend(first, second)

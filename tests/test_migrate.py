@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from todo_server import migrate
+from todo_server.storage import migrate
 
 
 def write(directory: Path, name: str, sql: str) -> Path:

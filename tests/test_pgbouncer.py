@@ -16,7 +16,7 @@ from devtools.liveserver import LiveServer
 from devtools.pgbouncer import PgBouncer
 from tests.conftest import settings_env
 from tests.tokens import bearer, frontend_token
-from todo_server import migrate
+from todo_server.storage import migrate
 
 ROLE = "todo_pgbouncer"
 

@@ -17,9 +17,9 @@ from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.assertions import assert_503
 from tests.conftest import settings_env
 from tests.tokens import bearer, frontend_token
-from todo_server import migrate
 from todo_server.app import create_app
 from todo_server.config import load_settings
+from todo_server.storage import migrate
 
 AUTH = bearer(frontend_token("recovery-user"))
 

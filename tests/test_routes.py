@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount
 
 from todo_server.app import create_app
-from todo_server.auth import ApiRoute
+from todo_server.auth.guard import ApiRoute
 
 PUBLIC = {
     "/health",
@@ -77,7 +77,7 @@ def test_an_error_on_a_cacheable_path_is_never_stored(client):
 
 
 def test_a_long_path_under_a_mount_is_cut_short_in_the_access_log():
-    from todo_server.middleware import MAX_LOGGED_PATH, path_template
+    from todo_server.web.middleware import MAX_LOGGED_PATH, path_template
 
     path = "/docs/static/" + "a/" * 5000 + "x"
     scope = {"path": path, "endpoint": object(), "path_params": {"path": path[13:]}}

@@ -12,7 +12,7 @@ import pytest
 
 from tests.assertions import assert_error
 from tests.conftest import as_role
-from todo_server import task_store
+from todo_server.tasks import store
 
 USER_TABLES = ("tasks", "users", "idempotency_keys")
 
@@ -116,16 +116,16 @@ def test_a_statement_that_forgets_its_user_predicate_still_cannot_cross_users(
     ada, _, bob, bob_task = two_users
     # The first wall, gone: reads and writes by task id alone.
     monkeypatch.setattr(
-        task_store,
+        store,
         "GET_TASK_SQL",
-        task_store.GET_TASK_SQL.replace("AND t.user_id = %(user_id)s", ""),
+        store.GET_TASK_SQL.replace("AND t.user_id = %(user_id)s", ""),
     )
     monkeypatch.setattr(
-        task_store,
+        store,
         "UPDATE_TASK_SQL",
-        task_store.UPDATE_TASK_SQL.replace("AND t.user_id = %(user_id)s", ""),
+        store.UPDATE_TASK_SQL.replace("AND t.user_id = %(user_id)s", ""),
     )
-    assert "user_id = %(user_id)s" not in task_store.GET_TASK_SQL
+    assert "user_id = %(user_id)s" not in store.GET_TASK_SQL
     assert_error(ada.request("GET", f"/{bob_task['id']}"), 404, "not_found")
     r = ada.request("PATCH", f"/{bob_task['id']}", json={"title": "stolen"})
     assert_error(r, 404, "not_found")
@@ -148,7 +148,7 @@ def test_start_up_warns_about_a_privileged_role_or_missing_timeouts(database_url
 
     from psycopg.rows import dict_row
 
-    from todo_server.schema import warn_about_the_role
+    from todo_server.storage.schema_check import warn_about_the_role
 
     async def warnings(url: str) -> list[str]:
         async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:

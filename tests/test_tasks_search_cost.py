@@ -15,7 +15,7 @@ from tests.conftest import settings_env
 from tests.tasks_helpers import User
 from tests.timekeeping import lock_waiters, wait_until
 from tests.tokens import bearer, frontend_token
-from todo_server.task_listing import build_list_query
+from todo_server.tasks.listing import build_list_query
 
 WORST_QUERY = "a" * 99 + "b"  # as long as allowed, and matching nothing
 

@@ -170,7 +170,7 @@ def test_a_syncing_replica_equals_the_server_under_concurrent_writers(database_u
 )
 def test_a_signed_cursor_or_token_with_odd_insides_is_422_not_500(ada, param, sort, value, last_id):
     from tests.conftest import TEST_SECRET
-    from todo_server.cursors import CursorCodec, PageToken
+    from todo_server.tasks.page_tokens import CursorCodec, PageToken
 
     ada.create()
     text = CursorCodec(TEST_SECRET).encode(PageToken(sort, value, last_id))

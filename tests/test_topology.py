@@ -30,7 +30,7 @@ from tests.conftest import settings_env, with_dbname
 from tests.test_tasks_sync import Replica
 from tests.timekeeping import wait_until
 from tests.tokens import bearer, frontend_token
-from todo_server import migrate
+from todo_server.storage import migrate
 
 POOL_TIMEOUT = 2.0
 QUERY_WAIT_TIMEOUT = 1  # PgBouncer's, in whole seconds

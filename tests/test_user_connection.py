@@ -25,9 +25,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from tests.conftest import as_role
-from todo_server.db import create_pool
-from todo_server.user_connection import UserConnection, acting_as
-from todo_server.user_slots import UserSlots, connection_for
+from todo_server.storage.db import create_pool
+from todo_server.storage.row_security import UserConnection, acting_as
+from todo_server.storage.user_slots import UserSlots, connection_for
 
 SETTING_SQL = "SELECT current_setting('app.user_id', true) AS who"
 

@@ -19,22 +19,25 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from todo_server import accounts, docs, migrate, tasks
-from todo_server.auth import ApiRoute
+from todo_server import docs
+from todo_server.auth import accounts
+from todo_server.auth.better_auth_sessions import SessionStore
+from todo_server.auth.guard import ApiRoute
+from todo_server.auth.jwks import JwksCache
+from todo_server.auth.login_throttle import LoginThrottle
+from todo_server.auth.tokens import TokenVerifier
 from todo_server.config import Settings, load_settings
-from todo_server.cors import JsonErrorCORSMiddleware
-from todo_server.cursors import CursorCodec
-from todo_server.db import create_pool, probe
 from todo_server.errors import RETRY_AFTER_SECONDS
-from todo_server.jwks import JwksCache
 from todo_server.logs import configure_logging, flush_logs
-from todo_server.middleware import ServiceMiddleware
 from todo_server.purge import purge_periodically
-from todo_server.schema import SchemaGate
-from todo_server.sessions import SessionStore
-from todo_server.throttle import LoginThrottle
-from todo_server.tokens import TokenVerifier
-from todo_server.user_slots import UserSlots
+from todo_server.storage import migrate
+from todo_server.storage.db import create_pool, probe
+from todo_server.storage.schema_check import SchemaGate
+from todo_server.storage.user_slots import UserSlots
+from todo_server.tasks import endpoints
+from todo_server.tasks.page_tokens import CursorCodec
+from todo_server.web.cors import JsonErrorCORSMiddleware
+from todo_server.web.middleware import ServiceMiddleware
 
 logger = logging.getLogger("todo_server.app")
 
@@ -173,7 +176,7 @@ def create_app(
     # Matched in order: the task routes, which carry nearly all traffic, come
     # first (no two routes share a path, so order changes nothing else).
     routes = [
-        *tasks.task_routes(),
+        *endpoints.task_routes(),
         ApiRoute("/health", health, methods=["GET"], public=True),
         ApiRoute("/auth/register", accounts.register, methods=["POST"], public=True),
         ApiRoute("/auth/login", accounts.login, methods=["POST"], public=True),
@@ -207,7 +210,7 @@ async def refuse_pending_migrations(settings: Settings, migrations_dir: Path) ->
     A server that cannot reach its database still starts, answers 503 and
     recovers when the database comes back; a server whose schema is behind its
     code must not serve at all. Returns whether the check could run: when it
-    could not, the first connection makes it (``schema.SchemaGate``).
+    could not, the first connection makes it (``storage.schema_check.SchemaGate``).
     """
     try:
         waiting = await asyncio.to_thread(

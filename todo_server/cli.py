@@ -11,8 +11,9 @@ from typing import Any
 
 import psycopg
 
-from todo_server import migrate, package_version
+from todo_server import package_version
 from todo_server.config import ConfigError, load_migration_settings, load_settings
+from todo_server.storage import migrate
 
 
 def exit_cleanly_on_signals() -> None:
@@ -36,8 +37,8 @@ def serve() -> int:
     import uvicorn
 
     from todo_server.app import create_app, refuse_pending_migrations
-    from todo_server.http_limits import LimitedHttpToolsProtocol
     from todo_server.logs import configure_logging
+    from todo_server.web.http_protocol import LimitedHttpToolsProtocol
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from todo_server.auth import ApiRoute
+from todo_server.auth.guard import ApiRoute
 from todo_server.openapi import build_document
 
 CONTENT_SECURITY_POLICY = "; ".join(

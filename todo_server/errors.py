@@ -18,23 +18,23 @@ turns each into its response (the request middleware asks it). The hierarchy::
     ├── NotFound              404 not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 conflict
-    ├── RequestTimeout        408 request_timeout        (written by http_limits)
+    ├── RequestTimeout        408 request_timeout        (written by web.http_protocol)
     ├── SyncTokenExpired      410 sync_token_expired
     ├── PreconditionFailed    412 precondition_failed
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
     ├── ValidationFailed      422 validation_error
     ├── RateLimited           429 rate_limited
-    ├── HeadTooLarge          431 request_header_fields_too_large  (http_limits)
+    ├── HeadTooLarge          431 request_header_fields_too_large  (web.http_protocol)
     └── ServiceUnavailable    503 service_unavailable
         └── DatabaseTimeout   503 database_timeout
 
 Database errors that escape a handler are answered here too (``_handle_database_error``):
 a statement or lock timeout is 503 ``database_timeout``; a deadlock or serialization failure
-that survived ``db.retry_conflicts`` and every other database failure (pool exhausted,
+that survived ``storage.db.retry_conflicts`` and every other database failure (pool exhausted,
 connection lost) is 503 ``service_unavailable``; all with Retry-After, each with its own log line.
 
-Anything else that escapes a handler is caught by ``middleware.ServiceMiddleware``,
+Anything else that escapes a handler is caught by ``web.middleware.ServiceMiddleware``,
 logged with the request id and answered 500 ``internal_error`` with a generic
 message: no stack trace ever reaches a client.
 """
@@ -104,13 +104,13 @@ class Conflict(ApiError):
 
 
 class RequestTimeout(ApiError):
-    """A request head or body arrived too slowly (written by ``http_limits``)."""
+    """A request head or body arrived too slowly (written by ``web.http_protocol``)."""
 
     status, code, default_message = 408, "request_timeout", "The request took too long to arrive"
 
 
 class HeadTooLarge(ApiError):
-    """A request line and headers over MAX_REQUEST_HEAD_BYTES (written by ``http_limits``)."""
+    """A request line and headers over MAX_REQUEST_HEAD_BYTES (written by ``web.http_protocol``)."""
 
     status, code = 431, "request_header_fields_too_large"
     default_message = "Request line and headers too large"

@@ -10,14 +10,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from todo_server import accounts, errors, idempotency, package_version, task_input, tasks
-from todo_server.cursors import MAX_CURSOR_LENGTH
-from todo_server.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
-from todo_server.task_store import TASK_FIELDS
+from todo_server import errors, package_version
+from todo_server.auth import accounts
+from todo_server.auth.tokens import MAX_SUBJECT_LENGTH
+from todo_server.tasks import endpoints, idempotency, validation
+from todo_server.tasks.page_tokens import MAX_CURSOR_LENGTH
+from todo_server.tasks.store import TASK_FIELDS
 from todo_server.text_rules import NO_CONTROLS_PATTERN, NO_NUL_PATTERN
-from todo_server.tokens import MAX_SUBJECT_LENGTH
+from todo_server.web.middleware import MAX_BODY_BYTES, MAX_REQUEST_ID_LENGTH
 
-#: The operationId suffix and tag of the task operations under each of ``tasks.PREFIXES``,
+#: The operationId suffix and tag of the task operations under each of ``tasks.endpoints.PREFIXES``,
 #: which owns the prefixes: names for people, so they are chosen here; a prefix tasks
 #: serves without a name here fails the document's build (and its tests) at once.
 PREFIX_NAMES = {
@@ -49,7 +51,7 @@ def ref(name: str, kind: str = "schemas") -> dict[str, str]:
 
 
 def _task_properties() -> dict[str, Any]:
-    ti = task_input
+    ti = validation
     return {
         "title": {
             "type": "string",
@@ -127,19 +129,19 @@ def schemas() -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string", "format": "uuid"},
                 "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LENGTH},
-                "title": {"type": "string", "minLength": 1, "maxLength": task_input.TITLE_MAX},
+                "title": {"type": "string", "minLength": 1, "maxLength": validation.TITLE_MAX},
                 "description": {
                     "type": ["string", "null"],
-                    "maxLength": task_input.DESCRIPTION_MAX,
+                    "maxLength": validation.DESCRIPTION_MAX,
                 },
                 "completed": {"type": "boolean"},
                 "completed_at": {**TIMESTAMP, "type": ["string", "null"]},
-                "priority": {"type": "string", "enum": list(task_input.PRIORITIES)},
+                "priority": {"type": "string", "enum": list(validation.PRIORITIES)},
                 "due_at": {**TIMESTAMP, "type": ["string", "null"]},
                 "tags": {
                     "type": "array",
-                    "maxItems": task_input.TAGS_MAX,
-                    "items": {"type": "string", "minLength": 1, "maxLength": task_input.TAG_MAX},
+                    "maxItems": validation.TAGS_MAX,
+                    "items": {"type": "string", "minLength": 1, "maxLength": validation.TAG_MAX},
                 },
                 "created_at": TIMESTAMP,
                 "updated_at": TIMESTAMP,
@@ -391,7 +393,7 @@ def json_body(schema_name: str, *, required: bool = True) -> dict[str, Any]:
 
 
 def parameters() -> dict[str, Any]:
-    ti = task_input
+    ti = validation
 
     def query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
@@ -736,7 +738,7 @@ def build_document(compatible: bool = False) -> dict[str, Any]:
         operation["post"]["operationId"] += "Alias"
         operation["post"]["summary"] += f" (/auth/{name} by another name)"
         paths[alias] = operation
-    for prefix in tasks.PREFIXES:
+    for prefix in endpoints.PREFIXES:
         paths.update(task_operations(prefix, compatible))
 
     return {

@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from todo_server.db import DictConnection, Pool
-from todo_server.idempotency import KEY_LIFETIME_SECONDS
-from todo_server.throttle import WINDOW_SECONDS
+from todo_server.auth.login_throttle import WINDOW_SECONDS
+from todo_server.storage.db import DictConnection, Pool
+from todo_server.tasks.idempotency import KEY_LIFETIME_SECONDS
 
 logger = logging.getLogger("todo_server.purge")
 

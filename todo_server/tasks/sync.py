@@ -21,19 +21,19 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from todo_server.cursors import (
+from todo_server.errors import SyncTokenExpired
+from todo_server.storage.row_security import UserConnection
+from todo_server.storage.user_slots import connection_for
+from todo_server.tasks.listing import PAGE_AGGREGATES, Page
+from todo_server.tasks.page_tokens import (
     CursorCodec,
     decode_changes_cursor,
     decode_sync_token,
     encode_changes_cursor,
     encode_sync_token,
 )
-from todo_server.errors import SyncTokenExpired
-from todo_server.task_input import ListQuery
-from todo_server.task_listing import PAGE_AGGREGATES, Page
-from todo_server.task_store import TASK_JSON
-from todo_server.user_connection import UserConnection
-from todo_server.user_slots import connection_for
+from todo_server.tasks.store import TASK_JSON
+from todo_server.tasks.validation import ListQuery
 
 TOMBSTONE_JSON = """json_build_object(
     'id', t.id, 'deleted', true, 'updated_at', task_timestamp_json(t.updated_at)

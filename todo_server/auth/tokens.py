@@ -11,7 +11,7 @@ Three sources are accepted:
    (EdDSA by default; RS/PS/ES also possible).
 
 A bearer that is not a JWT can still be a Better Auth session token; those are
-looked up in Better Auth's database (``sessions.py``) when one is configured.
+looked up in Better Auth's database (``auth/better_auth_sessions.py``) when one is configured.
 
 The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
+from todo_server.auth.jwks import JwksCache, JwksUnavailable
 from todo_server.config import Settings
-from todo_server.jwks import JwksCache, JwksUnavailable
 from todo_server.text_rules import is_identity_text
 
 if TYPE_CHECKING:
-    from todo_server.sessions import SessionStore
+    from todo_server.auth.better_auth_sessions import SessionStore
 
 MAX_TOKEN_BYTES = 8 * 1024
 #: Verified tokens remembered until they expire; the oldest goes first when full.
@@ -186,7 +186,7 @@ class TokenVerifier:
 
         A JWT has exactly two dots; Better Auth's session tokens have none, and
         their signed cookie form one, so anything else goes to the session
-        store when there is one (``sessions.py``).
+        store when there is one (``auth/better_auth_sessions.py``).
 
         A token verified once is remembered until it expires (with the same
         leeway), keyed by its exact text: clients send the same token with

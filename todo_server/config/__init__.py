@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
-    from todo_server.http_limits import ConnectionLimits
+    from todo_server.web.http_protocol import ConnectionLimits
 
 #: Secrets that ``run.sh`` generates for local use start with this prefix, so
 #: production can recognise and refuse them.
@@ -739,8 +739,8 @@ class Settings:
 
     @property
     def connection_limits(self) -> ConnectionLimits:
-        """What the HTTP protocol enforces (``http_limits``)."""
-        from todo_server.http_limits import ConnectionLimits
+        """What the HTTP protocol enforces (``web.http_protocol``)."""
+        from todo_server.web.http_protocol import ConnectionLimits
 
         return ConnectionLimits(
             max_head_bytes=self.max_request_head_bytes,

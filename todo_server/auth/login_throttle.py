@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from todo_server.db import DictConnection
+from todo_server.storage.db import DictConnection
 
 WINDOW_SECONDS = 15 * 60
 

@@ -21,7 +21,7 @@ so the runner works wherever the package is installed.
 Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
 one version, ``.sql`` files that do not follow the naming rule, and pending files
-holding transaction control (``COMMIT``, ``BEGIN``...: see ``sql_scan``). Applied
+holding transaction control (``COMMIT``, ``BEGIN``...: see ``storage.migration_scanner``). Applied
 files never change; fix forward with a new file.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from todo_server.sql_scan import transaction_control
+from todo_server.storage.migration_scanner import transaction_control
 
 #: The migrations the package carries (a wheel's copies, or a checkout's sql/).
 DEFAULT_DIRECTORY = Path(str(importlib.resources.files("todo_server") / "migrations"))

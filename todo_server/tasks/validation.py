@@ -17,9 +17,9 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from todo_server.bodies import FieldErrors
 from todo_server.errors import ValidationFailed
 from todo_server.text_rules import contains_nul
+from todo_server.web.bodies import FieldErrors
 
 logger = logging.getLogger("todo_server.task_input")
 

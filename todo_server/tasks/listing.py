@@ -1,6 +1,6 @@
 """Listing a user's tasks: one page of them, filtered and sorted, and the list's ETag state.
 
-Every statement is scoped by ``user_id = %(user_id)s``, as in ``task_store``.
+Every statement is scoped by ``user_id = %(user_id)s``, as in ``tasks.store``.
 Pages are keyset-paginated: a page ends with a ``PageToken`` holding the last
 row's sort value and id, and the next page starts strictly after it. The SQL
 is written out below; ``page_sql`` only picks the sort column, the filters and
@@ -15,9 +15,9 @@ from typing import Any
 
 from psycopg import sql
 
-from todo_server.cursors import PageToken
-from todo_server.task_store import TASK_JSON
-from todo_server.user_connection import UserConnection
+from todo_server.storage.row_security import UserConnection
+from todo_server.tasks.page_tokens import PageToken
+from todo_server.tasks.store import TASK_JSON
 
 # --- the SQL -------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from todo_server import migrate
-from todo_server.db import DictConnection
+from todo_server.storage import migrate
+from todo_server.storage.db import DictConnection
 
 logger = logging.getLogger("todo_server.schema")
 

@@ -20,9 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from todo_server.auth.better_auth_sessions import SessionStoreUnavailable
+from todo_server.auth.tokens import AuthUser, InvalidToken, JwksUnavailable, TokenVerifier
 from todo_server.errors import ServiceUnavailable, Unauthorized
-from todo_server.sessions import SessionStoreUnavailable
-from todo_server.tokens import AuthUser, InvalidToken, JwksUnavailable, TokenVerifier
 
 logger = logging.getLogger("todo_server.auth")
 
@@ -65,7 +65,7 @@ class ApiRoute(Route):
 
     It also calls the handler directly rather than through Starlette's
     ``request_response``, whose per-request exception wrapper would repeat
-    what ``middleware.ServiceMiddleware`` does once for every request.
+    what ``web.middleware.ServiceMiddleware`` does once for every request.
     The verifier is the application's, from the lifespan state.
     """
 

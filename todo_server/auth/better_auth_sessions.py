@@ -34,15 +34,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from todo_server.config import SessionStoreSettings
-from todo_server.db import RECONNECT_TIMEOUT_SECONDS, DictConnection, check_if_idle
-from todo_server.tokens import (
+from todo_server.auth.tokens import (
     MAX_EXPIRY,
     AuthUser,
     InvalidToken,
     checked_subject,
     optional_text,
 )
+from todo_server.config import SessionStoreSettings
+from todo_server.storage.db import RECONNECT_TIMEOUT_SECONDS, DictConnection, check_if_idle
 
 logger = logging.getLogger("todo_server.sessions")
 

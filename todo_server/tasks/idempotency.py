@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from todo_server.errors import ValidationFailed
-from todo_server.user_connection import UserConnection
+from todo_server.storage.row_security import UserConnection
 
 MAX_KEY_LENGTH = 255
 KEY_LIFETIME = "24 hours"

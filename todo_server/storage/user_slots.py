@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from psycopg.pq import TransactionStatus
 from starlette.requests import Request
 
-from todo_server.db import Pool
 from todo_server.errors import RateLimited
-from todo_server.user_connection import UserConnection
+from todo_server.storage.db import Pool
+from todo_server.storage.row_security import UserConnection
 
 RETRY_AFTER_SECONDS = 1
 

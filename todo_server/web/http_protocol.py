@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from todo_server.coalescing import CoalescingTransport
 from todo_server.errors import (
     ApiError,
     BadRequest,
@@ -37,6 +36,7 @@ from todo_server.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
+from todo_server.web.coalescing import CoalescingTransport
 
 HEAD_END = b"\r\n\r\n"
 

@@ -3,8 +3,8 @@
 ``/api/tasks`` is canonical (the user is the token's subject). The prefixes
 ``/api/{user_id}/tasks`` and ``/users/{user_id}/tasks`` serve older clients and
 Next.js frontends; their ``user_id`` must be the token's subject, checked before
-anything else. Handlers read and validate, then call ``task_store`` (one task)
-or ``task_listing`` (pages of them), whose every statement is scoped by the
+anything else. Handlers read and validate, then call ``tasks.store`` (one task)
+or ``tasks.listing`` (pages of them), whose every statement is scoped by the
 user id.
 """
 
@@ -20,26 +20,26 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from todo_server import idempotency, task_listing, task_store, task_sync
-from todo_server.auth import ApiRoute
-from todo_server.bodies import FieldErrors, read_json_object, read_optional_json_object
+from todo_server.auth.guard import ApiRoute
+from todo_server.auth.tokens import AuthUser
 from todo_server.config import Settings
-from todo_server.cursors import (
-    CursorCodec,
-)
-from todo_server.db import retry_conflicts
 from todo_server.errors import (
     Forbidden,
     NotFound,
     PreconditionFailed,
     ValidationFailed,
 )
-from todo_server.responses import RenderedJSON
-from todo_server.task_input import is_task_id, list_query_from, parse_task_fields
-from todo_server.task_store import QuotaExceeded, TaskRow
-from todo_server.tokens import AuthUser
-from todo_server.user_connection import UserConnection
-from todo_server.user_slots import connection_for
+from todo_server.storage.db import retry_conflicts
+from todo_server.storage.row_security import UserConnection
+from todo_server.storage.user_slots import connection_for
+from todo_server.tasks import idempotency, listing, store, sync
+from todo_server.tasks.page_tokens import (
+    CursorCodec,
+)
+from todo_server.tasks.store import QuotaExceeded, TaskRow
+from todo_server.tasks.validation import is_task_id, list_query_from, parse_task_fields
+from todo_server.web.bodies import FieldErrors, read_json_object, read_optional_json_object
+from todo_server.web.responses import RenderedJSON
 
 logger = logging.getLogger("todo_server.tasks")
 
@@ -148,7 +148,7 @@ async def missing(
 ) -> Exception:
     """Why a write matched nothing: a live task whose version differs (412), or none (404)."""
     if if_match is not None:
-        found = await task_store.find_task_any_state(conn, user_id, task_id)
+        found = await store.find_task_any_state(conn, user_id, task_id)
         if found is not None and not found[1]:
             return PreconditionFailed(TASK_CHANGED)
     return NotFound(TASK_NOT_FOUND)
@@ -162,16 +162,16 @@ async def list_tasks(request: Request) -> Response:
     codec: CursorCodec = request.state.cursors
     query = list_query_from(request.scope["query_string"])
     if query.syncing:
-        return await task_sync.list_changes(request, user_id, query)
+        return await sync.list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     wanted = if_none_match(request)
     async with connection_for(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
-            tag = list_etag(request, user_id, await task_listing.list_state(conn, user_id))
+            tag = list_etag(request, user_id, await listing.list_state(conn, user_id))
             if tag in wanted or "*" in wanted:
                 return not_modified(tag)
         try:
-            page = await task_listing.list_tasks(
+            page = await listing.list_tasks(
                 conn,
                 user_id,
                 sort=query.sort,
@@ -226,7 +226,7 @@ async def create_task(request: Request) -> Response:
 
     async def create(conn: UserConnection) -> TaskRow:
         try:
-            return await task_store.create_task(
+            return await store.create_task(
                 conn,
                 user_id=user_id,
                 email=user.email,
@@ -269,7 +269,7 @@ async def get_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
     async with connection_for(request, user_id) as conn:
-        row = await task_store.get_task(conn, user_id, task_id)
+        row = await store.get_task(conn, user_id, task_id)
     if row is None:
         raise NotFound(TASK_NOT_FOUND)
     wanted = if_none_match(request)
@@ -289,7 +289,7 @@ async def update_task(request: Request) -> Response:
         user_id,
         task_id,
         if_match,
-        lambda conn: task_store.update_task(conn, user_id, task_id, fields, if_match),
+        lambda conn: store.update_task(conn, user_id, task_id, fields, if_match),
         "update task",
     )
 
@@ -334,7 +334,7 @@ async def complete_task(request: Request) -> Response:
         user_id,
         task_id,
         if_match,
-        lambda conn: task_store.complete_task(conn, user_id, task_id, completed, if_match),
+        lambda conn: store.complete_task(conn, user_id, task_id, completed, if_match),
         "complete task",
     )
 
@@ -348,11 +348,11 @@ async def delete_task(request: Request) -> Response:
     async with connection_for(request, user_id) as conn:
         deleted = await retry_conflicts(
             conn,
-            lambda: task_store.delete_task(conn, user_id, task_id, if_match, cap),
+            lambda: store.delete_task(conn, user_id, task_id, if_match, cap),
             "delete task",
         )
         if deleted is None:
-            found = await task_store.find_task_any_state(conn, user_id, task_id)
+            found = await store.find_task_any_state(conn, user_id, task_id)
             if found and not found[1] and (if_match is None or found[0].version in if_match):
                 raise ValidationFailed(  # it is there and matches: the cap refused it
                     f"Too many deleted tasks kept for restore: at most {cap}; deleted tasks"
@@ -374,7 +374,7 @@ async def restore_task(request: Request) -> Response:
         try:
             row = await retry_conflicts(
                 conn,
-                lambda: task_store.restore_task(
+                lambda: store.restore_task(
                     conn, user_id, task_id, if_match, settings.max_tasks_per_user
                 ),
                 "restore task",
@@ -383,7 +383,7 @@ async def restore_task(request: Request) -> Response:
             raise quota_error(settings) from None
         if row is not None:
             return task_response(row)
-        found = await task_store.find_task_any_state(conn, user_id, task_id)
+        found = await store.find_task_any_state(conn, user_id, task_id)
     if found is None:
         raise NotFound(TASK_NOT_FOUND)
     current, deleted = found

@@ -24,7 +24,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from todo_server.config import DatabaseSettings
-from todo_server.user_connection import UserConnection
+from todo_server.storage.row_security import UserConnection
 
 logger = logging.getLogger("todo_server.db")
 

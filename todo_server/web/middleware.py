@@ -5,8 +5,8 @@ give the request an id, refuse a declared body that is too large, let CORS
 answer or decorate when an ``Origin`` came, route, turn errors raised on the
 way into the one error format, add the security headers, and write the access
 log line. Each of those jobs is a function of the module that owns it (ids
-here, CORS in ``cors``, the error mapping in ``errors``, the log line in
-``logs``, authentication in ``auth`` on the routes that need it); this class
+here, CORS in ``web.cors``, the error mapping in ``errors``, the log line in
+``logs``, authentication in ``auth.guard`` on the routes that need it); this class
 only puts them in order.
 
 One layer rather than a stack of six (Starlette's error and exception
@@ -99,7 +99,7 @@ class ServiceMiddleware:
     """Request ids, body size, CORS, errors in the one format, security headers, access log.
 
     ``app`` is the router; ``cors`` wraps an ASGI app in the CORS policy
-    (``cors.JsonErrorCORSMiddleware`` with the settings), used only for
+    (``web.cors.JsonErrorCORSMiddleware`` with the settings), used only for
     requests that carry ``Origin``: around the handler, and around the
     last-resort 500 so a browser can read even that one.
     """

@@ -2,7 +2,7 @@
 
 Wrong password and unknown email get the same 401 body and take the same time
 (an unknown email is checked against a dummy hash). Failed logins are throttled
-per email and per client address (see ``throttle``).
+per email and per client address (see ``auth.login_throttle``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from todo_server.bodies import FieldErrors, read_form_or_json, read_json_object
-from todo_server.config import Settings
-from todo_server.db import Pool
-from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
-from todo_server.passwords import (
+from todo_server.auth.login_throttle import LoginThrottle
+from todo_server.auth.passwords import (
     LOGIN,
     REGISTRATION,
     dummy_hash,
@@ -26,10 +23,13 @@ from todo_server.passwords import (
     needs_rehash,
     verify_password_async,
 )
+from todo_server.auth.tokens import AuthUser, issue_token
+from todo_server.config import Settings
+from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
+from todo_server.storage.db import Pool
+from todo_server.storage.row_security import acting_as
 from todo_server.text_rules import is_identity_text
-from todo_server.throttle import LoginThrottle
-from todo_server.tokens import AuthUser, issue_token
-from todo_server.user_connection import acting_as
+from todo_server.web.bodies import FieldErrors, read_form_or_json, read_json_object
 
 logger = logging.getLogger("todo_server.accounts")
 

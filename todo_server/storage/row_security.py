@@ -2,7 +2,7 @@
 
 The policies (sql/0009) show a statement only the rows of the user named by the
 transaction-local setting ``app.user_id``. While a connection's ``acting_user``
-is set (``acting_as``; ``user_slots.connection_for`` does it for each task
+is set (``acting_as``; ``storage.user_slots.connection_for`` does it for each task
 request), every statement goes out in one libpq pipeline right behind
 ``set_config('app.user_id', <user>, true)``: both run in the same transaction
 (an explicit one, or the implicit one that ends at the pipeline's Sync), so the
