@@ -245,7 +245,7 @@ case "$command" in
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
     [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || apt_install pgbouncer
-    # Opaque session tokens are tested against a real Better Auth (npm; tests/better_auth/).
+    # Opaque session tokens are tested against a real Better Auth (npm; tests/support/better_auth_server/).
     command -v npm >/dev/null || apt_install nodejs npm
     # The container image is built and run by the suite.
     ensure_podman

@@ -12,7 +12,8 @@ import psycopg
 
 from devtools.liveserver import ROOT, LiveServer
 from devtools.postgres import find_bindir
-from tests.conftest import TEST_SECRET, settings_env
+from tests.support.database import settings_env
+from tests.support.signing import TEST_SECRET
 from todo_server.storage import migrate
 
 

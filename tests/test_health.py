@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tests.timekeeping import wait_until
-from tests.tokens import bearer
+from tests.support.signing import bearer
+from tests.support.timekeeping import wait_until
 
 
 def test_health_reports_database_ok(client):

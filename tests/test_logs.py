@@ -52,7 +52,7 @@ def test_a_full_stderr_never_blocks_the_logging_caller(monkeypatch):
 
 def _server_output_after_hostile_requests(database_url: str, log_format: str) -> str:
     from devtools.liveserver import LiveServer
-    from tests.conftest import settings_env
+    from tests.support.database import settings_env
 
     env = settings_env(database_url, LOG_FORMAT=log_format)
     with LiveServer(env) as server:

@@ -6,7 +6,7 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
-from tests.tasks_helpers import User
+from tests.support.task_users import User
 from todo_server import errors
 from todo_server.app import create_app
 from todo_server.openapi import build_document

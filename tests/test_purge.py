@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.assertions import assert_error
-from tests.conftest import settings_env
-from tests.tasks_helpers import User
-from tests.timekeeping import wait_until
+from tests.support.assertions import assert_error
+from tests.support.database import settings_env
+from tests.support.task_users import User
+from tests.support.timekeeping import wait_until
 from todo_server.purge import PURGE_LOCK_KEY, Purged, purge
 
 NOW = datetime.now(UTC)
