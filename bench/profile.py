@@ -34,17 +34,23 @@ PY_SPY_VENV = bench.ROOT / ".data" / "py-spy"
 #: Layers, innermost first: a sample goes to the first whose file is on its stack.
 LAYERS = [
     # Writing the response to the socket is uvicorn's, whichever layer's send called it.
-    ("uvicorn HTTP protocol and socket writes", ["uvicorn/", "http_limits.py", "httptools"]),
+    (
+        "uvicorn HTTP protocol and socket writes",
+        ["uvicorn/", "web/http_protocol.py", "web/coalescing.py", "httptools"],
+    ),
     ("access log", ["logging/__init__", "todo_server/logs.py"]),
-    ("SQL round trip (executor, psycopg)", ["user_connection.py", "psycopg/"]),
+    ("SQL round trip (executor, psycopg)", ["storage/row_security.py", "psycopg/"]),
     ("pool checkout and return", ["psycopg_pool"]),
-    ("per-user connection slot", ["user_slots.py"]),
-    ("query string parsing and checks", ["task_input.py", "datastructures.py", "urllib/parse"]),
-    ("body reading and checks", ["bodies.py", "json/"]),
-    ("cursor codec", ["cursors.py"]),
+    ("per-user connection slot", ["storage/user_slots.py"]),
+    (
+        "query string parsing and checks",
+        ["tasks/validation.py", "datastructures.py", "urllib/parse"],
+    ),
+    ("body reading and checks", ["web/bodies.py", "json/"]),
+    ("cursor codec", ["tasks/page_tokens.py"]),
     ("response building", ["starlette/responses.py"]),
-    ("authentication", ["todo_server/auth.py", "todo_server/tokens.py", "jwt/"]),
-    ("CORS middleware", ["cors.py"]),
+    ("authentication", ["todo_server/auth/", "jwt/"]),
+    ("CORS middleware", ["web/cors.py"]),
     ("routing", ["starlette/routing.py"]),
     (
         "Starlette exception middleware",
@@ -55,15 +61,12 @@ LAYERS = [
             "starlette/_utils.py",
         ],
     ),
-    ("request middleware (ids, headers, body limit, errors)", ["todo_server/middleware.py"]),
+    ("request middleware (ids, headers, body limit, errors)", ["todo_server/web/middleware.py"]),
     (
         "handler code",
         [
-            "todo_server/tasks.py",
-            "todo_server/idempotency.py",
-            "todo_server/task_store.py",
-            "todo_server/task_listing.py",
-            "todo_server/db.py",
+            "todo_server/tasks/",
+            "todo_server/storage/db.py",
         ],
     ),
     ("Starlette app and request objects", ["starlette/"]),

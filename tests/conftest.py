@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+# Dependencies first: a plugin imported by another before its own turn is not rewritten.
 pytest_plugins = (
-    "tests.support.database",
-    "tests.support.task_users",
     "tests.support.signing",
+    "tests.support.task_users",
+    "tests.support.database",
     "tests.support.pgbouncer",
 )
 

@@ -246,7 +246,7 @@ def test_env_example_is_generated_from_the_declared_settings():
 def test_every_setting_is_read_from_the_table_and_documented_once():
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
-    source = (ROOT / "todo_server" / "config.py").read_text()
+    source = (ROOT / "todo_server" / "config" / "__init__.py").read_text()
     loading = source[source.index("def load_database_settings(") :]
     for name in names:
         # Each default is written once: loading reads a setting by name, never its default.
