@@ -40,8 +40,12 @@ def better_auth(pg_server: DatabaseServer) -> Iterator[BetterAuthServer]:
 
 
 @pytest.fixture
-def serve(database_url) -> Iterator:
-    """Start the service with extra settings; stopped at the end."""
+def serve(database_url, db) -> Iterator:
+    """Start the service with extra settings, on emptied tables; stopped at the end.
+
+    Emptied because registrations are throttled per client address: the rows other
+    tests left for 127.0.0.1 must not decide whether this module may register.
+    """
     servers: list[LiveServer] = []
     clients: list[httpx2.Client] = []
 
@@ -141,7 +145,6 @@ def test_better_auths_own_hs256_tokens_are_never_access_tokens(
 
 def test_our_own_tokens_work_whatever_the_frontend_mode(better_auth, serve):
     _, http = serve(JWT_JWKS_URL=better_auth.jwks_url)  # frontend HS256 off
-    # A fresh address: this test does not empty the tables it shares with the suite.
     account = {"email": f"own-{uuid.uuid4().hex[:8]}@example.com", "password": "a long enough pw"}
     token = http.post("/auth/register", json=account).json()["access_token"]
     assert http.get("/auth/me", headers=bearer(token)).status_code == 200
