@@ -1,7 +1,7 @@
 """Cost budget: where a request's Python time goes, layer by layer (``bench/profile.py``).
 
 Starts the same durable PostgreSQL, seed and production-configured service as
-``bench/run.py``, drives one scenario at a time with wrk (64 connections) and
+the harness (``bench/run.py``), drives one scenario at a time with wrk (64 connections) and
 samples the worker with py-spy at 500 Hz meanwhile (every thread: the log
 writer's too). Each sample is charged to the innermost layer on its stack
 (the table below, matched by file), so the layers add up to the whole; the
@@ -25,11 +25,13 @@ from pathlib import Path
 
 import psycopg
 
-from bench import run as bench
-from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, as_role, ensure_runtime_role
+from bench.load import seed, write_lua_data, wrk
+from bench.peers import start_service
+from devtools.liveserver import ROOT
+from devtools.postgres import DURABLE_SETTINGS, PostgresCluster, ensure_runtime_role
 
 RATE = 500
-PY_SPY_VENV = bench.ROOT / ".data" / "py-spy"
+PY_SPY_VENV = ROOT / ".data" / "py-spy"
 
 #: Layers, innermost first: a sample goes to the first whose file is on its stack.
 LAYERS = [
@@ -125,17 +127,12 @@ def main() -> int:
         url = cluster.url("bench")
         ensure_runtime_role(cluster.url())
         data = work / "data.lua"
-        bench.write_lua_data(bench.seed(url, args.users, 50), data)
-        service = bench.Server(
-            "service",
-            [sys.executable, "-m", "todo_server", "serve"],
-            bench.service_env(as_role(url), 1),
-            work / "service.log",
-        )
+        write_lua_data(seed(url, args.users, 50), data)
+        service = start_service(url, 1, work / "service.log")
         try:
             pid = service.worker_pids()[0]
             for scenario in args.scenarios.split(","):
-                bench.wrk(service.url, scenario, 64, 3, data)  # warm-up
+                wrk(service.url, scenario, 64, 3, data)  # warm-up
                 out = work / f"{scenario}.txt"
                 recorder = subprocess.Popen(
                     [
@@ -157,7 +154,7 @@ def main() -> int:
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(0.5)
-                load = bench.wrk(service.url, scenario, 64, args.seconds + 1, data)
+                load = wrk(service.url, scenario, 64, args.seconds + 1, data)
                 recorder.wait()
                 requests = round(load["rps"] * round(args.seconds))
                 results[scenario] = (load["rps"], *budget(out, requests))

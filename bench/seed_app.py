@@ -1,7 +1,7 @@
 """The seed stack: the list endpoint as a typical FastAPI + SQLModel project writes it.
 
-This is the peer the issue measures us against (issue 14: "the seeds' own
-stack, FastAPI + SQLModel + psycopg2, pool 10+20"), written the way such a
+This is the peer the service is measured against: the seed projects' own stack,
+FastAPI + SQLModel + psycopg2 with their pool size, written the way such a
 project is: a SQLModel table model, a synchronous SQLAlchemy engine on
 psycopg2, a session per request from a dependency, the user from an HS256 JWT
 in ``Authorization: Bearer``, a ``def`` endpoint (FastAPI runs it in its thread

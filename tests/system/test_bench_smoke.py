@@ -37,7 +37,7 @@ def test_bench_harness_smoke(tmp_path):
 
 def test_bench_report_states_the_list_as_a_multiple_of_the_seed_stack():
     # The seed peer needs its own virtualenv, too slow for the smoke: its report lines here.
-    from bench.run import seed_lines
+    from bench.report import seed_lines
 
     def row(scenario, connections, rps):
         return {"workers": 1, "scenario": scenario, "connections": connections, "rps": rps}
