@@ -100,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
         role_name,
         (
             "The role the service connects as (`DATABASE_URL`'s user); `migrate` grants it what "
-            "it needs (see Deploy: Roles)"
+            "it needs (see [Deploy: Roles](deploy.md#roles))"
         ),
     ),
     Setting(
@@ -181,8 +181,9 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         whole_number(1),
         (
-            "Most connections the pool opens. Keep it small: on 2 cores, 64 connections measured "
-            "35-46% slower than 16."
+            "Most connections the pool opens, per worker. Keep it small: a pool many times "
+            "PostgreSQL's cores makes it slower, not faster (measured in "
+            "[bench/README.md](../bench/README.md))"
         ),
     ),
     Setting(
@@ -226,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
         (
             "`transaction` when `DATABASE_URL` points at a PgBouncer in transaction pooling: "
             "prepared statements off, `statement_timeout` and `TimeZone` kept as the role's "
-            "defaults (see Deploy)"
+            "defaults (see [Deploy: PgBouncer](deploy.md#pgbouncer))"
         ),
     ),
     Setting(
@@ -251,8 +252,8 @@ SETTINGS: tuple[Setting, ...] = (
         any_text,
         (
             "Default of `JWT_HS256_ISSUER` and `JWT_JWKS_ISSUER`: set alone, every JWT must have "
-            "this `iss` (its meaning before the per-source settings; see Authentication: Issuer "
-            "and audience)"
+            "this `iss` (see [Authentication: Issuer and audience]"
+            "(authentication.md#issuer-and-audience-per-token-source))"
         ),
         shown_default="(unset)",
         example="https://app.example.com",
@@ -359,7 +360,8 @@ SETTINGS: tuple[Setting, ...] = (
         (
             "Better Auth's database, where opaque session tokens (bearers that are not JWTs) are "
             "looked up: a `postgresql://` URL with read-only credentials, or `same` for "
-            "`DATABASE_URL`'s database and role (see Authentication: Better Auth session tokens)"
+            "`DATABASE_URL`'s database and role (see [Authentication: Better Auth session tokens]"
+            "(authentication.md#better-auth-session-tokens))"
         ),
         shown_default="(unset: opaque tokens are refused)",
         example="postgresql://todo_sessions:secret@localhost:5432/better_auth",
@@ -477,7 +479,7 @@ SETTINGS: tuple[Setting, ...] = (
             "`standard` (the contract: lists as `{tasks, count, next_cursor}`, DELETE answers "
             "204) or `compatible` (lists as a bare JSON array with paging in `Link` and `X-Count` "
             "headers, DELETE answers 200 with the task), for existing frontends: see [Using an "
-            "existing frontend](#using-an-existing-frontend)"
+            "existing frontend](frontends.md)"
         ),
     ),
 )
