@@ -1,8 +1,10 @@
-"""What ``./run.sh`` asks of the development infrastructure.
+"""What ``./run.sh`` and maintainers ask of the development tools.
 
     python -m devtools pg-bindir              the PostgreSQL server binaries' folder (exit 1: none)
     python -m devtools local-postgres start   create and start ./run.sh's private cluster
     python -m devtools local-postgres stop    stop it
+    python -m devtools settings-docs          print the settings table of docs/configuration.md
+    python -m devtools settings-docs --write  rewrite it and .env.example from the settings
 
 ``local-postgres start`` prints three lines for the shell: ``started`` or
 ``reused``, then ``DATABASE_URL`` and ``MIGRATION_DATABASE_URL``.
@@ -14,6 +16,7 @@ import argparse
 import subprocess
 import sys
 
+from devtools import settings_docs
 from devtools.postgres import LocalCluster, SetupError, find_bindir, say
 
 
@@ -27,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("pg-bindir")
     local = commands.add_parser("local-postgres")
     local.add_argument("action", choices=["start", "stop"])
+    settings_docs.add_arguments(commands.add_parser("settings-docs"))
     args = parser.parse_args(argv)
+    if args.command == "settings-docs":
+        return settings_docs.run(args)
     try:
         if args.command == "pg-bindir":
             print(find_bindir())

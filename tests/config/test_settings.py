@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from devtools import settings_docs
+from devtools.__main__ import main as devtools_main
 from todo_server import config
 from todo_server.config import GENERATED_SECRET_PREFIX, SETTINGS, ConfigError, load_settings
 
@@ -223,36 +226,56 @@ def test_secrets_stay_out_of_reprs_and_errors():
     assert "short-secret-value" not in str(caught.value)
 
 
-def test_readme_table_is_generated_from_the_declared_settings():
-    """Names, defaults and meanings: the README's table is exactly what SETTINGS says."""
-    readme = (ROOT / "README.md").read_text()
-    assert _table_of(readme) == _table_of(config.readme_with_table(readme)), (
-        "README's settings table is stale: run python -m todo_server.config --write"
+def test_configuration_page_table_is_generated_from_the_declared_settings():
+    """Names, defaults and meanings: the page's table is exactly what SETTINGS says."""
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert _table_of(page) == _table_of(settings_docs.with_settings_table(page)), (
+        "docs/configuration.md is stale: run python -m devtools settings-docs --write"
     )
+    rows = [line for line in _table_of(page) if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [setting.name for setting in SETTINGS]
 
 
-def _table_of(readme: str) -> list[str]:
-    start = readme.index(config.README_TABLE_START)
-    return readme[start : readme.index(config.README_TABLE_END, start)].splitlines()
+def _table_of(page: str) -> list[str]:
+    start = page.index(settings_docs.TABLE_START)
+    return page[start : page.index(settings_docs.TABLE_END, start)].splitlines()
 
 
 def test_env_example_is_generated_from_the_declared_settings():
     example = (ROOT / ".env.example").read_text()
-    assert example.splitlines() == config.env_example().splitlines(), (
-        ".env.example is stale: run python -m todo_server.config --write"
+    assert example.splitlines() == settings_docs.env_example().splitlines(), (
+        ".env.example is stale: run python -m devtools settings-docs --write"
     )
 
 
 def test_every_setting_is_read_from_the_table_and_documented_once():
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
-    source = (ROOT / "todo_server" / "config" / "__init__.py").read_text()
-    loading = source[source.index("def load_database_settings(") :]
+    config = ROOT / "todo_server" / "config"
+    # Loading reads each setting by name, through the table; the table is the only module
+    # that spells a default out.
+    loading = (config / "settings.py").read_text() + (config / "token_sources.py").read_text()
     for name in names:
-        # Each default is written once: loading reads a setting by name, never its default.
         assert f'"{name}"' in loading, f"{name} is declared but never loaded"
     for setting in SETTINGS:
         assert setting.default is not None or setting.shown_default is not None, setting.name
+
+
+@pytest.mark.parametrize(
+    "settings_class",
+    [
+        config.Settings,
+        config.DatabaseSettings,
+        config.SessionStoreSettings,
+        config.MigrationSettings,
+        config.ConnectionLimits,
+    ],
+)
+def test_the_settings_classes_have_no_defaults_of_their_own(settings_class):
+    """Every field is supplied by loading, from the table: a default here would be a second one."""
+    for field in dataclasses.fields(settings_class):
+        assert field.default is dataclasses.MISSING, f"{settings_class.__name__}.{field.name}"
+        assert field.default_factory is dataclasses.MISSING, field.name
 
 
 def test_env_example_values_load_and_plain_defaults_change_nothing():
@@ -269,15 +292,19 @@ def test_env_example_values_load_and_plain_defaults_change_nothing():
 
 
 def test_the_generator_prints_and_rewrites(tmp_path, capsys):
-    assert config.main(["--readme-table"]) == 0
-    assert capsys.readouterr().out == config.readme_table()
-    assert config.main(["--env-example"]) == 0
-    assert capsys.readouterr().out == config.env_example()
-    stale = (ROOT / "README.md").read_text().replace("| `PORT` | `8000` |", "| `PORT` | `80` |")
-    (tmp_path / "README.md").write_text(stale)
-    assert config.main(["--write", str(tmp_path)]) == 0
-    assert (tmp_path / "README.md").read_text() == (ROOT / "README.md").read_text()
-    assert (tmp_path / ".env.example").read_text() == config.env_example()
+    assert devtools_main(["settings-docs"]) == 0
+    assert capsys.readouterr().out == settings_docs.settings_table()
+    assert devtools_main(["settings-docs", "--env-example"]) == 0
+    assert capsys.readouterr().out == settings_docs.env_example()
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    stale = page.replace("| `PORT` | `8000` |", "| `PORT` | `80` |")
+    assert stale != page
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "configuration.md").write_text(stale)
+    (tmp_path / ".env.example").write_text("stale\n")
+    assert devtools_main(["settings-docs", "--write", str(tmp_path)]) == 0
+    assert (tmp_path / "docs" / "configuration.md").read_text() == page
+    assert (tmp_path / ".env.example").read_text() == settings_docs.env_example()
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from todo_server.app import create_app
 from todo_server.auth import better_auth_sessions
 from todo_server.auth.better_auth_sessions import SessionStore
 from todo_server.auth.tokens import InvalidToken
-from todo_server.config import SessionStoreSettings, load_settings
+from todo_server.config import load_settings
 from todo_server.storage import migrate
 
 READER = "todo_sessions"
@@ -338,9 +338,8 @@ def test_readme_documents_the_read_only_grants():
 
 def test_the_cache_is_bounded_and_drops_the_oldest_first(monkeypatch):
     monkeypatch.setattr(better_auth_sessions, "CACHE_SIZE", 3)
-    store = better_auth_sessions.SessionStore(
-        SessionStoreSettings(url="postgresql://unused/x"), TEST_SECRET
-    )
+    unused = settings_env("postgresql://unused/x", BETTER_AUTH_DATABASE_URL="same")
+    store = better_auth_sessions.SessionStore(load_settings(unused).session_store, TEST_SECRET)
     looked_up: list[str] = []
 
     async def lookup(token: str) -> dict[str, object]:

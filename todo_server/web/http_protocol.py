@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from todo_server.config import ConnectionLimits
 from todo_server.errors import (
     ApiError,
     BadRequest,
@@ -50,14 +50,6 @@ REASONS = {
 
 class HeadTooLargeInParser(Exception):
     """Raised in a parser callback to stop httptools at a head over the limit."""
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    max_head_bytes: int = 16 * 1024
-    head_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 1000
 
 
 def error_bytes(error: ApiError) -> bytes:

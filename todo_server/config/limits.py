@@ -1,0 +1,24 @@
+"""The limits the HTTP protocol enforces on each connection (``web.http_protocol``).
+
+They live with the settings they come from, so the protocol imports them from
+here and the settings never import the web layer. Every field is supplied by
+``Settings.connection_limits``; the defaults are the table's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one worker allows a connection, from the settings of the same names."""
+
+    #: MAX_REQUEST_HEAD_BYTES: most bytes of request line and headers.
+    max_head_bytes: int
+    #: HEAD_TIMEOUT: seconds to send a whole request head.
+    head_timeout: float
+    #: BODY_TIMEOUT: seconds a body may stall between two chunks.
+    body_timeout: float
+    #: MAX_CONNECTIONS: open connections per worker.
+    max_connections: int
