@@ -20,8 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from todo_server.auth.better_auth_sessions import SessionStoreUnavailable
-from todo_server.auth.tokens import AuthUser, InvalidToken, JwksUnavailable, TokenVerifier
+from todo_server.auth.identity import (
+    AuthUser,
+    InvalidToken,
+    JwksUnavailable,
+    SessionStoreUnavailable,
+)
+from todo_server.auth.tokens import TokenVerifier
 from todo_server.errors import ServiceUnavailable, Unauthorized
 
 logger = logging.getLogger("todo_server.auth")

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from todo_server.auth.guard import ApiRoute
-from todo_server.auth.tokens import AuthUser
+from todo_server.auth.identity import AuthUser
 from todo_server.config import Settings
 from todo_server.errors import (
     Forbidden,
