@@ -26,6 +26,7 @@ through ``fetchone``, ``fetchall`` and ``rowcount``, which both provide.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -110,16 +111,10 @@ class _Statement:
         return list(params)
 
 
-_statements: dict[str, _Statement] = {}
-
-
+@functools.lru_cache(maxsize=1024)  # list queries vary with filters: keep it bounded
 def _statement(query: str) -> _Statement:
-    statement = _statements.get(query)
-    if statement is None:
-        if len(_statements) > 1000:  # list queries vary with filters: keep it bounded
-            _statements.clear()
-        statement = _statements[query] = _Statement(query)
-    return statement
+    """``query`` converted, once per text."""
+    return _Statement(query)
 
 
 class UserConnection(psycopg.AsyncConnection[DictRow]):
