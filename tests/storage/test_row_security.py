@@ -1,4 +1,4 @@
-"""Statements run as a user: one pipeline of set_config and the statement (user_connection.py).
+"""Statements run as a user: one pipeline of set_config and the statement (storage/row_security.py).
 
 The service's task statements all go through this path, so the API tests
 cover it broadly; these pin what the path itself promises: the setting holds

@@ -233,7 +233,7 @@ async def login(request: Request) -> JSONResponse:
         logger.info("login failed (%s)", "unknown email" if user is None else "wrong password")
         raise Unauthorized(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
 
-    # Hash before taking a connection: scrypt takes a third of a second.
+    # Hash before taking a connection: scrypt is slow by design, the pool is not.
     upgraded = await hash_password_async(password, LOGIN) if needs_rehash(stored) else None
     async with pool.connection() as conn:
         await throttle.release_login(conn, email, reservation)

@@ -11,7 +11,8 @@ Three sources are accepted:
    (EdDSA by default; RS/PS/ES also possible).
 
 A bearer that is not a JWT can still be a Better Auth session token; those are
-looked up in Better Auth's database (``auth/better_auth_sessions.py``) when one is configured.
+looked up in Better Auth's database (``auth/better_auth_sessions.py``) when one
+is configured. Both end in an ``AuthUser`` or a refusal from ``auth/identity.py``.
 
 The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared

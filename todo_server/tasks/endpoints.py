@@ -62,7 +62,7 @@ ETAG_VERSION = re.compile(r'"([0-9]{1,9})"')
 # --- request helpers ------------------------------------------------------------
 
 
-def user_connection(request: Request, user_id: str) -> connection_for:
+def connection_as(request: Request, user_id: str) -> connection_for:
     """A pooled connection acting as ``user_id``, within that user's share of the pool."""
     state = request.state
     return connection_for(state.user_slots, state.pool, user_id)
@@ -179,7 +179,7 @@ async def list_tasks(request: Request) -> Response:
         return await list_changes(request, user_id, query)
     after = codec.decode(query.cursor, query.sort) if query.cursor is not None else None
     wanted = if_none_match(request)
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
             tag = list_etag(request, user_id, await listing.list_state(conn, user_id))
             if tag in wanted or "*" in wanted:
@@ -212,7 +212,7 @@ async def list_changes(request: Request, user_id: str, query: ListQuery) -> Resp
     codec: CursorCodec = request.state.cursors
     floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
     after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         page = await sync.read_changes(
             conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
         )
@@ -294,14 +294,14 @@ async def create_task(request: Request) -> Response:
             await idempotency.save_response(conn, user_id, key, 201, row.id, row.body)
         return task_response(row, 201, {"Location": f"{collection}/{row.id}"})
 
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         return await retry_conflicts(conn, lambda: create_once(conn), "create task")
 
 
 async def get_task(request: Request) -> Response:
     user_id = owner_id(request)
     task_id = task_id_of(request)
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         row = await store.get_task(conn, user_id, task_id)
     if row is None:
         raise NotFound(TASK_NOT_FOUND)
@@ -336,7 +336,7 @@ async def change_task(
     what: str,
 ) -> Response:
     """Run one task's change (retried on conflicts); 404 or 412 when it matched nothing."""
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         row = await retry_conflicts(conn, lambda: write(conn), what)
         if row is None:
             raise await missing(conn, user_id, task_id, if_match)
@@ -378,7 +378,7 @@ async def delete_task(request: Request) -> Response:
     if_match = if_match_versions(request)
     settings: Settings = request.state.settings
     cap = settings.max_deleted_tasks_per_user
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         deleted = await retry_conflicts(
             conn,
             lambda: store.delete_task(conn, user_id, task_id, if_match, cap),
@@ -403,7 +403,7 @@ async def restore_task(request: Request) -> Response:
     task_id = task_id_of(request)
     settings: Settings = request.state.settings
     if_match = if_match_versions(request)
-    async with user_connection(request, user_id) as conn:
+    async with connection_as(request, user_id) as conn:
         try:
             row = await retry_conflicts(
                 conn,

@@ -235,7 +235,7 @@ class ListQuery:
         return self.updated_since is not None or self.sync_token is not None
 
     def filters(self) -> dict[str, Any]:
-        """The filters this query asks for, by name (the keys of task_listing.LIST_FILTERS)."""
+        """The filters this query asks for, by name (the keys of tasks.listing.LIST_FILTERS)."""
         candidates = {
             "completed": self.completed,
             "priority": self.priority,
