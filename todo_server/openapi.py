@@ -12,7 +12,7 @@ from typing import Any
 
 from todo_server import errors, package_version
 from todo_server.auth import accounts
-from todo_server.auth.tokens import MAX_SUBJECT_LENGTH
+from todo_server.auth.identity import MAX_SUBJECT_LENGTH
 from todo_server.tasks import endpoints, idempotency, validation
 from todo_server.tasks.page_tokens import MAX_CURSOR_LENGTH
 from todo_server.tasks.store import TASK_FIELDS

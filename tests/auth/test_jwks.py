@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tests.support.signing import SigningKey, claims
-from todo_server.auth.jwks import MAX_AGE_SECONDS, JwksCache, JwksUnavailable
-from todo_server.auth.tokens import InvalidToken, TokenVerifier
+from todo_server.auth.identity import InvalidToken, JwksUnavailable
+from todo_server.auth.jwks import MAX_AGE_SECONDS, JwksCache
+from todo_server.auth.tokens import TokenVerifier
 
 URL = "https://app.example.com/api/auth/jwks"
 APP = "https://app.example.com"

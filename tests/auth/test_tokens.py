@@ -167,6 +167,16 @@ def test_per_source_settings_override_the_shared_ones(make_client, jwks):
     assert_401(client.get("/auth/me", headers=bearer(ed.sign(claims(iss=APP, aud=APP)))))
 
 
+def test_own_signing_key_is_the_same_hkdf_output_as_ever():
+    """Known answers: a changed derivation would log every local account out."""
+    assert own_signing_key("a-test-secret-that-is-long-enough-for-hs256") == bytes.fromhex(
+        "82e9f0bdbe28089edfb6861017eb75ae1219f86bdcaa64547907a1da19e00ddf"
+    )
+    assert own_signing_key("s\u00e9cret-\u30e6\u30fc\u30b6\u30fc-" + "x" * 40) == bytes.fromhex(
+        "4c5db971fec80c0b7fc19b2b1c0cae365e25909d65bd9fc15bc254bccd4b2cd6"
+    )
+
+
 # --- tokens that do not -----------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Statements run as a user: one pipeline of set_config and the statement (user_connection.py).
+"""Statements run as a user: one pipeline of set_config and the statement (storage/row_security.py).
 
 The service's task statements all go through this path, so the API tests
 cover it broadly; these pin what the path itself promises: the setting holds
@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -241,7 +240,6 @@ def test_waiting_for_a_slot_and_then_a_connection_share_one_budget(make_settings
         pool = create_pool(settings.database)
         await pool.open(wait=True)
         slots = UserSlots(per_user=1, wait=1.0)
-        request = SimpleNamespace(state=SimpleNamespace(user_slots=slots, pool=pool))
 
         held = asyncio.Event(), asyncio.Event()
 
@@ -260,7 +258,7 @@ def test_waiting_for_a_slot_and_then_a_connection_share_one_budget(make_settings
         start = time.monotonic()
         outcome: type[BaseException] | None = None
         try:
-            async with connection_for(request, "ada"):  # type: ignore[arg-type]
+            async with connection_for(slots, pool, "ada"):
                 pass
         except PoolTimeout as exc:
             outcome = type(exc)

@@ -30,7 +30,7 @@ from tests.support.timekeeping import ManualClock
 from todo_server.app import create_app
 from todo_server.auth import better_auth_sessions
 from todo_server.auth.better_auth_sessions import SessionStore
-from todo_server.auth.tokens import InvalidToken
+from todo_server.auth.identity import InvalidToken
 from todo_server.config import load_settings
 from todo_server.storage import migrate
 

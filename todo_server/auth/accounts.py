@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from todo_server.auth.identity import AuthUser
 from todo_server.auth.login_throttle import LoginThrottle
 from todo_server.auth.passwords import (
     LOGIN,
@@ -23,7 +24,7 @@ from todo_server.auth.passwords import (
     needs_rehash,
     verify_password_async,
 )
-from todo_server.auth.tokens import AuthUser, issue_token
+from todo_server.auth.tokens import issue_token
 from todo_server.config import Settings
 from todo_server.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from todo_server.storage.db import Pool
@@ -232,7 +233,7 @@ async def login(request: Request) -> JSONResponse:
         logger.info("login failed (%s)", "unknown email" if user is None else "wrong password")
         raise Unauthorized(INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
 
-    # Hash before taking a connection: scrypt takes a third of a second.
+    # Hash before taking a connection: scrypt is slow by design, the pool is not.
     upgraded = await hash_password_async(password, LOGIN) if needs_rehash(stored) else None
     async with pool.connection() as conn:
         await throttle.release_login(conn, email, reservation)

@@ -34,10 +34,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from todo_server.auth.tokens import (
+from todo_server.auth.identity import (
     MAX_EXPIRY,
     AuthUser,
     InvalidToken,
+    SessionStoreUnavailable,
     checked_subject,
     optional_text,
 )
@@ -46,7 +47,7 @@ from todo_server.storage.db import RECONNECT_TIMEOUT_SECONDS, DictConnection, ch
 
 logger = logging.getLogger("todo_server.sessions")
 
-#: One indexed query per uncached token is cheap; a few connections carry thousands a second.
+#: One indexed query per uncached token is cheap, and the cache spares most: a few connections do.
 POOL_MIN = 1
 POOL_MAX = 4
 #: Sessions remembered at once per process; the oldest goes first when full.
@@ -72,10 +73,6 @@ JOIN {user_table} AS u ON u.{user_key} = s.{user_id}
 WHERE s.{token} = %(token)s
 """
 )
-
-
-class SessionStoreUnavailable(Exception):
-    """Better Auth's database did not answer; the request gets 503, the token may be good."""
 
 
 def session_lookup_sql(settings: SessionStoreSettings) -> sql.Composed:
@@ -125,7 +122,11 @@ def signature_matches(token: str, signature: str, secret: bytes) -> bool:
 
 
 class SessionStore:
-    """Users of Better Auth session tokens: a bounded, short-lived cache over one query."""
+    """Users of Better Auth session tokens: a bounded, short-lived cache over one query.
+
+    The cache is a dict rather than ``functools.lru_cache``: each entry lives
+    only until its own time (``cache_ttl``, or the session's expiry if sooner).
+    """
 
     def __init__(
         self,

@@ -20,13 +20,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from todo_server.auth.better_auth_sessions import SessionStoreUnavailable
-from todo_server.auth.tokens import AuthUser, InvalidToken, JwksUnavailable, TokenVerifier
+from todo_server.auth.identity import (
+    AuthUser,
+    InvalidToken,
+    JwksUnavailable,
+    SessionStoreUnavailable,
+)
+from todo_server.auth.tokens import TokenVerifier
 from todo_server.errors import ServiceUnavailable, Unauthorized
 
 logger = logging.getLogger("todo_server.auth")
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+#: What a route calls with its request: every handler of the API is one.
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def authenticate(scope: Scope, verifier: TokenVerifier) -> AuthUser:
@@ -70,7 +76,7 @@ class ApiRoute(Route):
     """
 
     def __init__(
-        self, path: str, endpoint: Endpoint, *, methods: Sequence[str], public: bool = False
+        self, path: str, endpoint: Handler, *, methods: Sequence[str], public: bool = False
     ) -> None:
         if not inspect.iscoroutinefunction(endpoint):
             raise TypeError(f"{path}: handlers are coroutines")

@@ -34,6 +34,8 @@ from typing import Any
 
 import jwt
 
+from todo_server.auth.identity import JwksUnavailable
+
 logger = logging.getLogger("todo_server.jwks")
 
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -46,10 +48,6 @@ BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 5.0
 #: While the frontend stays away, one warning per this many failed fetches (~1 a minute).
 WARN_EVERY_FAILURES = 12
-
-
-class JwksUnavailable(Exception):
-    """The JWKS has never been fetched successfully; tokens cannot be checked yet."""
 
 
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:

@@ -6,12 +6,12 @@ upgrade a hash made with weaker parameters.
 
 N=2^14, r=8, p=5 is one of OWASP's equivalent scrypt settings; it needs 16 MiB
 per hash instead of the 128 MiB of N=2^17, p=1, which keeps a worker's memory
-small. Measured on our 2-core machines: about 0.3 s per hash. hashlib.scrypt
-releases the GIL, so hashes run in worker threads and the event loop keeps
-serving meanwhile. Logins and registrations hash in separate slots, at most
-``os.cpu_count()`` at once each: a flood of registrations (throttled per address,
-but an address may be a whole office) can slow a login by sharing the cores,
-never queue it behind them.
+small. A hash still takes a good fraction of a second of one core
+(bench/README.md). hashlib.scrypt releases the GIL, so hashes run in worker
+threads and the event loop keeps serving meanwhile. Logins and registrations
+hash in separate slots, at most ``os.cpu_count()`` at once each: a flood of
+registrations (throttled per address, but an address may be a whole office)
+can slow a login by sharing the cores, never queue it behind them.
 """
 
 from __future__ import annotations

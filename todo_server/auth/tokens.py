@@ -11,7 +11,8 @@ Three sources are accepted:
    (EdDSA by default; RS/PS/ES also possible).
 
 A bearer that is not a JWT can still be a Better Auth session token; those are
-looked up in Better Auth's database (``auth/better_auth_sessions.py``) when one is configured.
+looked up in Better Auth's database (``auth/better_auth_sessions.py``) when one
+is configured. Both end in an ``AuthUser`` or a refusal from ``auth/identity.py``.
 
 The algorithm allow-list comes from configuration, never from the token. The
 key is chosen by the algorithm's family: HS256 only ever meets the shared
@@ -25,64 +26,28 @@ JWT-plugin frontend whose tokens carry them and a minting frontend whose do not.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from todo_server.auth.jwks import JwksCache, JwksUnavailable
+from todo_server.auth.better_auth_sessions import SessionStore
+from todo_server.auth.identity import (
+    MAX_EXPIRY,
+    AuthUser,
+    InvalidToken,
+    checked_subject,
+    optional_text,
+)
+from todo_server.auth.jwks import JwksCache
 from todo_server.config import Settings
-from todo_server.text_rules import is_identity_text
-
-if TYPE_CHECKING:
-    from todo_server.auth.better_auth_sessions import SessionStore
 
 MAX_TOKEN_BYTES = 8 * 1024
 #: Verified tokens remembered until they expire; the oldest goes first when full.
 CACHE_SIZE = 4096
-MAX_SUBJECT_LENGTH = 255
 LEEWAY_SECONDS = 30
-#: 9999-12-31T23:59:59Z. A later ``exp`` is no expiry anyone meant (``10**400``
-#: once reached a float conversion and answered 500), so the token is refused.
-MAX_EXPIRY = 253402300799
-
-
-class InvalidToken(Exception):
-    """The token was refused.
-
-    ``reason`` is for the log and may name details; ``why`` is for the client,
-    in ``WWW-Authenticate``'s ``error_description`` and the error message: a
-    short fixed phrase that never echoes the token, its claims or key material,
-    so a misconfigured issuer or an expired token can be told apart from a
-    forgery without the response teaching an attacker anything.
-    """
-
-    def __init__(self, reason: str, why: str = "invalid", public: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.why = why
-        self.public = public or (
-            "Token has expired" if why == "expired" else f"Invalid token: {why}"
-        )
-
-    @property
-    def challenge(self) -> str:
-        """The ``WWW-Authenticate`` value (RFC 6750, section 3)."""
-        return f'Bearer error="invalid_token", error_description="{self.why}"'
-
-
-@dataclass(frozen=True)
-class AuthUser:
-    """The authenticated caller, as ``request.state.user``."""
-
-    id: str
-    email: str | None
-    name: str | None
-    claims: dict[str, Any] = field(repr=False, compare=False)
-
 
 #: The ``kid`` and ``token_use`` that mark a token as issued by this service.
 OWN_KEY_ID = "todo-server-1"
@@ -93,25 +58,16 @@ OWN_TOKEN_USE = "todo-server-access"
 BETTER_AUTH_INTERNAL_CLAIMS = frozenset({"session", "user", "updateTo", "userId", "requestType"})
 
 
-def hkdf_sha256(secret: bytes, info: bytes, length: int = 32) -> bytes:
-    """HKDF (RFC 5869) with SHA-256 and an empty salt: a key for one purpose only."""
-    prk = hmac.new(b"\0" * 32, secret, hashlib.sha256).digest()
-    out, block, counter = b"", b"", 1
-    while len(out) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
-        out += block
-        counter += 1
-    return out[:length]
-
-
 def own_signing_key(secret: str) -> bytes:
     """The key this service signs its access tokens with, derived from BETTER_AUTH_SECRET.
 
     Better Auth signs other HS256 tokens with the secret itself (its cookie
     cache, e-mail verification): a key of our own means none of those, and no
-    token a frontend mints, can ever pass for one of ours.
+    token a frontend mints, can ever pass for one of ours. HKDF (RFC 5869) with
+    SHA-256, no salt, and this purpose as its info.
     """
-    return hkdf_sha256(secret.encode(), b"todo-server access token v1")
+    hkdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"todo-server access token v1")
+    return hkdf.derive(secret.encode())
 
 
 def issue_token(settings: Settings, user_id: str, email: str | None, name: str | None) -> str:
@@ -135,24 +91,6 @@ def issue_token(settings: Settings, user_id: str, email: str | None, name: str |
         algorithm="HS256",
         headers={"kid": OWN_KEY_ID},
     )
-
-
-def optional_text(value: Any, limit: int) -> str | None:
-    """A profile claim worth keeping, or None; odd claims are dropped, not fatal."""
-    if not isinstance(value, str) or not value or not is_identity_text(value):
-        return None
-    return value[:limit]
-
-
-def checked_subject(subject: Any) -> str:
-    """A user id fit to own tasks: non-empty storable text of at most 255 characters."""
-    if not isinstance(subject, str) or not subject.strip():
-        raise InvalidToken("empty sub", "bad subject")
-    if len(subject) > MAX_SUBJECT_LENGTH:
-        raise InvalidToken("sub over 255 characters", "bad subject")
-    if not is_identity_text(subject):
-        raise InvalidToken("sub with control characters or invalid Unicode", "bad subject")
-    return subject
 
 
 class TokenVerifier:
@@ -190,10 +128,12 @@ class TokenVerifier:
 
         A token verified once is remembered until it expires (with the same
         leeway), keyed by its exact text: clients send the same token with
-        every request, and re-checking its signature cost about 120 us each
-        time on our machines. Refused tokens are never remembered.
+        every request, and checking its signature is the costliest step of
+        authentication. Refused tokens are never remembered.
         Tokens verified with a JWKS key are forgotten when the JWKS withdraws
         that key, and checked afresh once the keys are due for a refresh.
+        The cache is a dict rather than ``functools.lru_cache``: each entry
+        has its own expiry, and entries are dropped by the key that verified them.
         """
         if self.sessions is not None and token.count(".") != 2:
             return await self.sessions.user_for(token)
@@ -311,6 +251,3 @@ def refusal(exc: jwt.PyJWTError) -> str:
         if isinstance(exc, kind):
             return why
     return "bad claim"  # iat or jti of the wrong type, and whatever PyJWT adds later
-
-
-__all__ = ["AuthUser", "InvalidToken", "JwksUnavailable", "TokenVerifier", "issue_token"]

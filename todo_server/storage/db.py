@@ -145,8 +145,8 @@ async def check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
 
     A server restart breaks every pooled connection; checking an idle one
     discards it instead of failing the first request after a quiet restart.
-    Checking every checkout would cost a round trip per request (measured:
-    get-one-task 548 -> 759 requests/s without it), and under steady load
+    Checking every checkout would cost a round trip per request, a large share
+    of a short request's time (bench/README.md), and under steady load
     connections are reused within milliseconds: a restart then costs a few
     503s, after which the pool has replaced the broken connections.
     """

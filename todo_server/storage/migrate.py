@@ -21,8 +21,9 @@ so the runner works wherever the package is installed.
 Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
 one version, ``.sql`` files that do not follow the naming rule, and pending files
-holding transaction control (``COMMIT``, ``BEGIN``...: see ``storage.migration_scanner``). Applied
-files never change; fix forward with a new file.
+holding transaction control (``COMMIT``, ``BEGIN``...: see
+``storage.migration_scanner``). Applied files never change; fix forward with a
+new file.
 """
 
 from __future__ import annotations

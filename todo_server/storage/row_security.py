@@ -10,14 +10,13 @@ setting never outlives it or reaches another request, even through PgBouncer's
 transaction pooling.
 
 Why not psycopg's own ``conn.pipeline()``: it is general (any number of
-statements, cursors, nesting) and pays for it. Measured with 64 concurrent
-requests on our 2-core machine, its pipeline of set_config + a one-row query
-cost 136 us of client CPU per request against 84 us for the query alone, which
-took 14-25% off the service's throughput. This path sends the two statements,
-a Sync and one flush, then reads the three results: 69 us, less than
-psycopg's cursor path for the query alone. It handles only what the service's
-statements need: named or positional ``%s`` parameters, one result, rows read
-as dicts with ``fetchone``/``fetchall``; everything else uses psycopg as usual.
+statements, cursors, nesting) and pays for it in client CPU on every request,
+enough to cost the service a visible share of its throughput. This path sends
+the two statements, a Sync and one flush, then reads the three results, which
+costs less than psycopg's cursor path for the query alone (bench/README.md has
+the numbers). It handles only what the service's statements need: named or
+positional ``%s`` parameters, one result, rows read as dicts with
+``fetchone``/``fetchall``; everything else uses psycopg as usual.
 
 So ``execute`` answers a ``Rows`` while a user is acting and psycopg's cursor
 otherwise (``StatementResult``): code that runs as a user reads a result only
@@ -26,6 +25,7 @@ through ``fetchone``, ``fetchall`` and ``rowcount``, which both provide.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -110,16 +110,10 @@ class _Statement:
         return list(params)
 
 
-_statements: dict[str, _Statement] = {}
-
-
+@functools.lru_cache(maxsize=1024)  # list queries vary with filters: keep it bounded
 def _statement(query: str) -> _Statement:
-    statement = _statements.get(query)
-    if statement is None:
-        if len(_statements) > 1000:  # list queries vary with filters: keep it bounded
-            _statements.clear()
-        statement = _statements[query] = _Statement(query)
-    return statement
+    """``query`` converted, once per text."""
+    return _Statement(query)
 
 
 class UserConnection(psycopg.AsyncConnection[DictRow]):

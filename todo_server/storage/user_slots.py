@@ -20,13 +20,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from psycopg.pq import TransactionStatus
-from starlette.requests import Request
 
 from todo_server.errors import RateLimited
 from todo_server.storage.db import Pool
 from todo_server.storage.row_security import UserConnection
 
-RETRY_AFTER_SECONDS = 1
+#: Retry-After on the 429 for a user whose every slot stayed busy: by then one of
+#: their own requests has usually finished.
+USER_BUSY_RETRY_AFTER_SECONDS = 1
 
 #: What is left of the budget for a pooled connection is never less than this:
 #: an idle connection is handed over at once, and a request that waited its
@@ -62,7 +63,7 @@ class UserSlots:
                 except TimeoutError:
                     raise RateLimited(
                         "Too many requests of yours at once; try again shortly",
-                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                        headers={"Retry-After": str(USER_BUSY_RETRY_AFTER_SECONDS)},
                     ) from None
             else:
                 await semaphore.acquire()
@@ -104,17 +105,17 @@ class connection_for:  # noqa: N801 (used as a function: ``async with connection
 
     One class rather than four nested context managers (the slot, the pool's
     ``connection()``, the connection's own block, ``acting_as``): this runs on
-    every task request, and each generator-based layer cost a few microseconds
-    in and out. It does what they did: on the way out the connection commits
+    every task request, and each generator-based layer costs time on the way
+    in and out. It does their work: on the way out the connection commits
     (or rolls back after an error) if a transaction is open, goes back to the
     pool, and the slot is released.
     """
 
     __slots__ = ("slots", "pool", "user_id", "conn")
 
-    def __init__(self, request: Request, user_id: str) -> None:
-        self.slots: UserSlots = request.state.user_slots
-        self.pool: Pool = request.state.pool
+    def __init__(self, slots: UserSlots, pool: Pool, user_id: str) -> None:
+        self.slots = slots
+        self.pool = pool
         self.user_id = user_id
         self.conn: UserConnection | None = None
 

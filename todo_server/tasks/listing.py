@@ -83,8 +83,8 @@ LIST_STATE_SQL = "SELECT (" + LIST_STATE + ") AS state"
 # than the limit): the tasks' JSON joined by PostgreSQL, how many rows were
 # found (limit + 1 means there is a next page), and the limit-th row's sort key
 # for the page token. One row instead of fifty saves psycopg building a Python
-# row per task, which was most of the list's cost in Python (measured, README).
-# A sync's pages (task_sync) are made the same way.
+# row per task, the largest part of a list's cost in Python (bench/README.md).
+# A sync's pages (``tasks.sync``) are made the same way.
 PAGE_AGGREGATES = """coalesce(string_agg(body, ',' ORDER BY position)
                 FILTER (WHERE position <= %(limit)s), '') AS bodies,
        count(*)::int AS fetched,
@@ -135,7 +135,7 @@ def page_sql(sort: str, filter_names: tuple[str, ...], keyset: str | None) -> st
 
     ``keyset`` is None on a first page, else whether the token's sort value
     was NULL (``"null"``) or not (``"value"``). Composing SQL objects on every
-    request showed up at ~9% of a list request's time; as text, psycopg also
+    request is a visible share of a list request's time; as text, psycopg also
     caches its own parsing of it.
     """
     column, descending, nullable = SORT_COLUMNS[sort]

@@ -1,7 +1,9 @@
 """Incremental sync: every task written since a sync token, in the order of commits.
 
 ``GET .../tasks?sync_token=...`` (or ``updated_since=...`` to start) returns the
-user's changed tasks, deleted ones as tombstones, and the token for next time.
+user's changed tasks, deleted ones as tombstones, and the token for next time;
+its handler is ``tasks.endpoints.list_changes``, the statement and the function
+that runs it are here.
 
 Each row records the transaction that last wrote it (``change_xid``, sql/0006).
 A token holds the xmin of the snapshot its sync read with: every transaction
@@ -14,26 +16,13 @@ user's tombstones is refused (410): the client starts afresh.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from todo_server.errors import SyncTokenExpired
 from todo_server.storage.row_security import UserConnection
-from todo_server.storage.user_slots import connection_for
 from todo_server.tasks.listing import PAGE_AGGREGATES, Page
-from todo_server.tasks.page_tokens import (
-    CursorCodec,
-    decode_changes_cursor,
-    decode_sync_token,
-    encode_changes_cursor,
-    encode_sync_token,
-)
 from todo_server.tasks.store import TASK_JSON
-from todo_server.tasks.validation import ListQuery
 
 TOMBSTONE_JSON = """json_build_object(
     'id', t.id, 'deleted', true, 'updated_at', task_timestamp_json(t.updated_at)
@@ -116,22 +105,3 @@ async def read_changes(
     return SyncPage(
         row["bodies"], min(row["fetched"], limit), None, next_floor=next_floor, last=last
     )
-
-
-async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:
-    """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
-    codec: CursorCodec = request.state.cursors
-    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
-    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
-    async with connection_for(request, user_id) as conn:
-        page = await read_changes(
-            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
-        )
-    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
-    body = (
-        '{"tasks":['
-        + page.bodies
-        + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
-        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
-    )
-    return Response(body, media_type="application/json")

@@ -9,6 +9,7 @@ one request are reported together, and nothing is written.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -234,7 +235,7 @@ class ListQuery:
         return self.updated_since is not None or self.sync_token is not None
 
     def filters(self) -> dict[str, Any]:
-        """The filters this query asks for, by name (the keys of task_listing.LIST_FILTERS)."""
+        """The filters this query asks for, by name (the keys of tasks.listing.LIST_FILTERS)."""
         candidates = {
             "completed": self.completed,
             "priority": self.priority,
@@ -281,12 +282,11 @@ def _parse_sort(given: dict[str, str], values: dict[str, Any], errors: FieldErro
     values["sort"] = ("-" if descending else "") + column
 
 
-#: Query strings already checked, and what they meant. Bounded: client input.
-_CHECKED_QUERIES: dict[bytes, ListQuery] = {}
+#: Query strings remembered with what they meant. Bounded: client input.
 CHECKED_QUERIES_MAX = 1024
 #: Longer query strings are checked each time and never kept: the ones polled
 #: again and again are short (``limit=50&sort=-updated_at``), and a page's
-#: cursor or a client's junk would only fill the dict.
+#: cursor or a client's junk would only push them out.
 CHECKED_QUERY_MAX_BYTES = 128
 
 
@@ -296,18 +296,19 @@ def list_query_from(query_string: bytes) -> ListQuery:
     A polling frontend sends the same few query strings again and again; the
     answer depends on nothing but the string, so it is checked once. Only
     short strings that pass are kept (a cursor or sync token in one is still
-    verified on every request, by the handler); the oldest entry makes room, so
-    the memory is bounded at about CHECKED_QUERIES_MAX small entries.
-    ``ListQuery`` is frozen and shared: handlers never change it.
+    verified on every request, by the handler), at most CHECKED_QUERIES_MAX of
+    them, the least recently used making room. ``ListQuery`` is frozen and
+    shared: handlers never change it.
     """
-    query = _CHECKED_QUERIES.get(query_string)
-    if query is None:
-        query = parse_list_query(QueryParams(query_string))
-        if len(query_string) <= CHECKED_QUERY_MAX_BYTES:
-            if len(_CHECKED_QUERIES) >= CHECKED_QUERIES_MAX:
-                del _CHECKED_QUERIES[next(iter(_CHECKED_QUERIES))]
-            _CHECKED_QUERIES[query_string] = query
-    return query
+    if len(query_string) <= CHECKED_QUERY_MAX_BYTES:
+        return _checked_query(query_string)
+    return parse_list_query(QueryParams(query_string))
+
+
+@functools.lru_cache(maxsize=CHECKED_QUERIES_MAX)
+def _checked_query(query_string: bytes) -> ListQuery:
+    """``list_query_from`` for a short query string (a refused one raises, and is not kept)."""
+    return parse_list_query(QueryParams(query_string))
 
 
 def parse_list_query(params: QueryParams) -> ListQuery:
