@@ -54,7 +54,7 @@ def serve() -> int:
         "server_header": False,
         # X-Forwarded-For is client input unless a proxy we trust set it; uvicorn
         # would otherwise believe it from 127.0.0.1.
-        # Head size, head and body timeouts, a connection cap (http_limits).
+        # Head size, head and body timeouts, a connection cap (web.http_protocol).
         "http": LimitedHttpToolsProtocol,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
         "proxy_headers": bool(settings.trusted_proxies),

@@ -22,7 +22,6 @@ process, so each worker started by uvicorn finds them itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from todo_server.errors import (
     HeadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    error_body,
 )
 from todo_server.web.coalescing import CoalescingTransport
 
@@ -67,16 +67,7 @@ def error_bytes(error: ApiError) -> bytes:
     a new one: the client's X-Request-ID may be in the part never read.
     """
     request_id = secrets.token_hex(16)
-    body = json.dumps(
-        {
-            "code": error.code,
-            "message": error.message,
-            "details": None,
-            "request_id": request_id,
-            "detail": error.message,
-        },
-        separators=(",", ":"),
-    ).encode()
+    body = error_body(error.code, error.message, request_id=request_id)
     head = [
         b"HTTP/1.1 %d %s" % (error.status, REASONS[error.status]),
         b"content-type: application/json",
