@@ -1,7 +1,7 @@
 """Limits uvicorn's HTTP protocol lacks: head size, head and body read timeouts, connections.
 
-uvicorn's httptools protocol buffers a request head of any size (a 256 MiB
-header: 650 MB of memory, and its worker stalled meanwhile) and waits for ever
+uvicorn's httptools protocol buffers a request head of any size (memory grows
+with the header, and its worker stalls meanwhile) and waits for ever
 on a client that sends nothing, or drips its head or body a byte at a time.
 ``LimitedHttpToolsProtocol`` is that protocol with four limits, each answered
 in the API's one JSON error shape and followed by closing the connection:
@@ -88,7 +88,7 @@ HEAD_TOO_LARGE = "Request line and headers must be at most {} bytes"
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits in this module's docstring."""
 
-    #: Set once per process from the settings (``limits()``).
+    #: Set once per process from the settings (``process_limits``).
     _limits: ClassVar[ConnectionLimits | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

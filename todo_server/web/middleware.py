@@ -12,7 +12,7 @@ it); this class only puts them in order.
 One layer rather than a stack (Starlette's error and exception middleware,
 then one each for request context, CORS, authentication and body size):
 each layer would be another coroutine, another ``send`` wrapper and another
-header scan on every request, which a handler this small cannot hide.
+header scan on every request.
 """
 
 from __future__ import annotations
