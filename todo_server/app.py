@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 from starlette.applications import Starlette
@@ -31,7 +31,7 @@ from todo_server.errors import RETRY_AFTER_SECONDS
 from todo_server.logs import configure_logging, flush_logs
 from todo_server.purge import purge_periodically
 from todo_server.storage import migrate
-from todo_server.storage.db import create_pool, probe
+from todo_server.storage.db import Pool, create_pool, probe
 from todo_server.storage.schema_check import SchemaGate
 from todo_server.storage.user_slots import UserSlots
 from todo_server.tasks import endpoints
@@ -50,6 +50,34 @@ CORS_ALLOWED_HEADERS = (
 )
 CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After", "Link", "X-Count")
 CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class ServiceState(TypedDict):
+    """What the lifespan hands every request, read by handlers as ``request.state.<key>``.
+
+    Per request, ``web.middleware.ServiceMiddleware`` adds ``request_id`` and
+    ``auth.guard`` adds ``user`` on the routes that authenticate.
+    """
+
+    pool: Pool
+    settings: Settings
+    login_throttle: LoginThrottle
+    user_slots: UserSlots
+    cursors: CursorCodec
+    jwks: JwksCache | None
+    verifier: TokenVerifier
+
+
+def run_until_closed(resources: AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a task that ``resources`` cancels, and waits for, when it closes."""
+    task = asyncio.create_task(work)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    resources.push_async_callback(cancel)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -90,7 +118,7 @@ class Service(Starlette):
     def __init__(
         self,
         routes: Sequence[BaseRoute],
-        lifespan: Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]],
+        lifespan: Callable[[Starlette], AbstractAsyncContextManager[ServiceState]],
         layer: Callable[[ASGIApp], ASGIApp],
     ) -> None:
         super().__init__(routes=routes, lifespan=lifespan)
@@ -109,32 +137,36 @@ def create_app(
     """Build the ASGI application for ``settings``."""
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[ServiceState]:
         for note in settings.notes:  # what loading the settings decided, for the operator
             logger.warning("settings: %s", note)
         checked = await refuse_pending_migrations(settings, migrations_dir)
         gate = SchemaGate(migrations_dir, current=checked)
-        pool = create_pool(settings.database, on_connect=gate.check)
-        await pool.open(wait=False)
-        if sessions is not None:
-            await sessions.open()
-        # Fetch the frontend's keys now rather than on the first token, and keep
-        # retrying while the frontend is not up yet.
-        keeping_keys = (
-            asyncio.create_task(verifier.jwks.keep_fresh()) if verifier.jwks is not None else None
-        )
-        purging = (
-            asyncio.create_task(
-                purge_periodically(
-                    pool,
-                    interval=settings.purge_interval,
-                    retention_days=settings.task_retention_days,
+        # Everything opened below is closed by the stack, in reverse order, at
+        # shutdown or when a later step of start-up fails.
+        async with AsyncExitStack() as resources:
+            # A worker process may be ended by its signal right after shutdown;
+            # write out what is queued first (the stack's last step).
+            resources.callback(flush_logs)
+            if sessions is not None:
+                await sessions.open()
+                resources.push_async_callback(sessions.close)
+            pool = create_pool(settings.database, on_connect=gate.check)
+            await pool.open(wait=False)
+            resources.push_async_callback(pool.close)
+            if settings.purge_interval > 0:
+                run_until_closed(
+                    resources,
+                    purge_periodically(
+                        pool,
+                        interval=settings.purge_interval,
+                        retention_days=settings.task_retention_days,
+                    ),
                 )
-            )
-            if settings.purge_interval > 0
-            else None
-        )
-        try:
+            if verifier.jwks is not None:
+                # Fetch the frontend's keys now rather than on the first token, and
+                # keep retrying while the frontend is not up yet.
+                run_until_closed(resources, verifier.jwks.keep_fresh())
             yield {
                 "pool": pool,
                 "settings": settings,
@@ -146,21 +178,6 @@ def create_app(
                 "jwks": verifier.jwks,
                 "verifier": verifier,
             }
-        finally:
-            if keeping_keys is not None:
-                keeping_keys.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeping_keys
-            if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
-            await pool.close()
-            if sessions is not None:
-                await sessions.close()
-            # A worker process may be ended by its signal right after this;
-            # write out what is queued first.
-            flush_logs()
 
     sessions = (
         SessionStore(settings.session_store, settings.secret)

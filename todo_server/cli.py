@@ -52,11 +52,11 @@ def serve() -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
-        # X-Forwarded-For is client input unless a proxy we trust set it; uvicorn
-        # would otherwise believe it from 127.0.0.1.
-        # Head size, head and body timeouts, a connection cap (http_limits).
+        # Head size, head and body timeouts, a connection cap (web.http_protocol).
         "http": LimitedHttpToolsProtocol,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
+        # X-Forwarded-For is client input unless a proxy we trust set it; uvicorn
+        # would otherwise believe it from 127.0.0.1.
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies) or None,
         "lifespan": "on",
@@ -74,7 +74,7 @@ def serve() -> int:
     return 0
 
 
-#: Exit codes of ``todo-server migrate``, documented in the README (Deploy).
+#: Exit codes of ``todo-server migrate``, documented for operators in docs/deploy.md.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the database is unreachable, a file failed, or the lock wait timed out
 EXIT_CONFIG = 2  # a setting is missing or malformed

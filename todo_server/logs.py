@@ -1,7 +1,8 @@
 """Logging set-up: text lines for people, JSON lines for production.
 
 Every record carries the current request id (from a context variable the
-request middleware sets), so all lines of one request can be found together.
+``web.middleware.ServiceMiddleware`` sets), so all lines of one request can be
+found together.
 
 The event loop never formats or writes a line. Records, and the access log's
 entries, go onto a deque; a writer thread of our own wakes a few times a
@@ -29,7 +30,7 @@ from typing import NamedTuple, TextIO
 
 from todo_server.text_rules import LOG_ESCAPES
 
-#: The current request's id, set by the request middleware, read into every record.
+#: The current request's id, set by ``web.middleware.ServiceMiddleware``, read into every record.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 #: Attributes of a LogRecord that are not "extra" fields. uvicorn's
@@ -142,9 +143,9 @@ class JsonFormatter(logging.Formatter):
     def format_access(self, entry: AccessEntry) -> str:
         """The line ``format`` gives the entry's record, written out directly.
 
-        One access line per request: building it from its parts costs 4.1 us
-        against 6.6 us for ``json.dumps`` of a dict (measured), and the keys
-        and their order are the same.
+        One access line per request: building it from its parts spares the
+        general encoder's walk over a dict, and the keys and their order are
+        the same (a test compares the two).
         """
         text = _json_text
         user_id = "null" if entry.user_id is None else text(escape_controls(entry.user_id))
@@ -392,7 +393,7 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    # Our middleware writes the access log, with the request id and user.
+    # ServiceMiddleware writes the access log, with the request id and user.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []

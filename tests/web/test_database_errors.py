@@ -1,9 +1,10 @@
 """Database errors told apart: timeouts, deadlocks (retried), and an unreachable database.
 
-Every ``psycopg.OperationalError`` used to be answered 503 "database unavailable",
-although statement timeouts and deadlocks are subclasses that happen while the
-database is fine. The deadlocks and lock waits here are real, between the app and
-a second connection that holds row locks; nothing is mocked.
+Statement timeouts and deadlocks are ``psycopg.OperationalError`` subclasses that
+happen while the database is fine, so they are not answered as "database
+unavailable" (``web.error_responses``). The deadlocks and lock waits here are
+real, between the app and a second connection that holds row locks; nothing is
+mocked.
 """
 
 from __future__ import annotations

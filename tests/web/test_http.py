@@ -22,7 +22,7 @@ def test_unknown_route_is_404_in_the_error_format(client):
 
 
 def test_unknown_route_without_a_token_is_404_too(client):
-    """Authentication applies to routes that exist (issue 12): the router's 404 first."""
+    """Authentication applies to routes that exist: the router's 404 first."""
     assert_error(client.get("/no/such/thing"), 404, "not_found")
     assert_error(client.get("/api/tasks"), 401, "unauthorized")  # a route: a token first
 

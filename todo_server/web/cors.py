@@ -14,7 +14,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from todo_server.errors import Forbidden, api_error_response
+from todo_server.errors import Forbidden
+from todo_server.web.error_responses import api_error_response
 
 REFUSED_PARTS = {
     "origin": ("Origin", "is not an allowed origin"),

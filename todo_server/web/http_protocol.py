@@ -1,7 +1,7 @@
 """Limits uvicorn's HTTP protocol lacks: head size, head and body read timeouts, connections.
 
-uvicorn's httptools protocol buffers a request head of any size (a 256 MiB
-header: 650 MB of memory, and its worker stalled meanwhile) and waits for ever
+uvicorn's httptools protocol buffers a request head of any size (memory grows
+with the header, and its worker stalls meanwhile) and waits for ever
 on a client that sends nothing, or drips its head or body a byte at a time.
 ``LimitedHttpToolsProtocol`` is that protocol with four limits, each answered
 in the API's one JSON error shape and followed by closing the connection:
@@ -22,7 +22,6 @@ process, so each worker started by uvicorn finds them itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from typing import Any, ClassVar
 
@@ -35,6 +34,7 @@ from todo_server.errors import (
     HeadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    error_body,
 )
 from todo_server.web.coalescing import CoalescingTransport
 
@@ -59,16 +59,7 @@ def error_bytes(error: ApiError) -> bytes:
     a new one: the client's X-Request-ID may be in the part never read.
     """
     request_id = secrets.token_hex(16)
-    body = json.dumps(
-        {
-            "code": error.code,
-            "message": error.message,
-            "details": None,
-            "request_id": request_id,
-            "detail": error.message,
-        },
-        separators=(",", ":"),
-    ).encode()
+    body = error_body(error.code, error.message, request_id=request_id)
     head = [
         b"HTTP/1.1 %d %s" % (error.status, REASONS[error.status]),
         b"content-type: application/json",
@@ -89,7 +80,7 @@ HEAD_TOO_LARGE = "Request line and headers must be at most {} bytes"
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits in this module's docstring."""
 
-    #: Set once per process from the settings (``limits()``).
+    #: Set once per process from the settings (``process_limits``).
     _limits: ClassVar[ConnectionLimits | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

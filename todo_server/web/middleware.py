@@ -5,15 +5,14 @@ give the request an id, refuse a declared body that is too large, let CORS
 answer or decorate when an ``Origin`` came, route, turn errors raised on the
 way into the one error format, add the security headers, and write the access
 log line. Each of those jobs is a function of the module that owns it (ids
-here, CORS in ``web.cors``, the error mapping in ``errors``, the log line in
-``logs``, authentication in ``auth.guard`` on the routes that need it); this class
-only puts them in order.
+here, CORS in ``web.cors``, the error mapping in ``web.error_responses``, the
+log line in ``logs``, authentication in ``auth.guard`` on the routes that need
+it); this class only puts them in order.
 
-One layer rather than a stack of six (Starlette's error and exception
-middleware, then ours for context, CORS, auth and body size): each layer was
-another coroutine, another ``send`` wrapper and another header scan on every
-request, and the cost budget in the README showed them costing more than the
-handlers they wrapped.
+One layer rather than a stack (Starlette's error and exception middleware,
+then one each for request context, CORS, authentication and body size):
+each layer would be another coroutine, another ``send`` wrapper and another
+header scan on every request.
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from collections.abc import Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from todo_server.errors import PayloadTooLarge, error_response, exception_handler_for
+from todo_server.errors import PayloadTooLarge
 from todo_server.logs import access_logger, log_access, request_id_var
+from todo_server.web.error_responses import error_response, exception_handler_for
 
 error_logger = logging.getLogger("todo_server.errors")
 
@@ -158,7 +158,7 @@ class ServiceMiddleware:
             else:
                 await self.handle(scope, receive, send_with_id)
         except ClientDisconnect:
-            # The client left, or http_limits ended a stalled body: nobody to answer.
+            # The client left, or web.http_protocol ended a stalled body: nobody to answer.
             status = 499
             access_logger.info("client disconnected before the request was read")
         except Exception as exc:
