@@ -2,7 +2,7 @@
 
 Better Auth (the npm package, its PostgreSQL adapter) runs its own migrations in
 a database of its own and signs users up over its HTTP API; the service looks
-their session tokens up there as the read-only role the README describes.
+their session tokens up there as the read-only role docs/authentication.md describes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from todo_server.storage import migrate
 
 READER = "todo_sessions"
 
-#: The README's grants for a read-only role (checked below to be the README's text).
+#: The grants for a read-only role (checked below to be docs/authentication.md's text).
 READ_ONLY_GRANTS = [
     "GRANT USAGE ON SCHEMA public TO todo_sessions;",
     'GRANT SELECT (token, "userId", "expiresAt") ON session TO todo_sessions;',
@@ -325,12 +325,12 @@ def test_missing_grants_and_wrong_names_are_503_and_logged(
         caplog.clear()
 
 
-def test_readme_documents_the_read_only_grants():
+def test_the_authentication_page_documents_the_read_only_grants():
     from devtools.liveserver import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "authentication.md").read_text()
     for grant in READ_ONLY_GRANTS:
-        assert grant in readme
+        assert grant in page
 
 
 # --- the cache itself ---------------------------------------------------------------
