@@ -9,6 +9,7 @@ import sys
 
 import httpx2
 import psycopg
+import pytest
 
 from devtools.liveserver import ROOT, LiveServer
 from devtools.postgres import find_bindir
@@ -73,6 +74,7 @@ def test_migrate_applies_then_reports_status(pg_server):
     )
 
 
+@pytest.mark.slow
 def test_migrate_status_json_and_verify_report_drift(pg_server, tmp_path):
     url = pg_server.create_database("todo_cli")
     env = {"DATABASE_URL": url}

@@ -255,6 +255,7 @@ def test_local_accounts_are_refused_when_hs256_is_not_accepted(make_client):
         jwks.close()
 
 
+@pytest.mark.slow
 def test_ten_failures_lock_the_email_even_for_the_right_password(client):
     register(client)
     for _ in range(10):
@@ -268,6 +269,7 @@ def test_ten_failures_lock_the_email_even_for_the_right_password(client):
     assert login(client, email="other@example.com").status_code == 401
 
 
+@pytest.mark.slow
 def test_success_resets_the_email_count(client):
     register(client)
     for _ in range(9):

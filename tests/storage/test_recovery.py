@@ -89,6 +89,7 @@ def test_database_stopped_and_restarted_under_a_running_app(cluster):
         assert client.get("/api/tasks", headers=AUTH).json()["tasks"] == [task]
 
 
+@pytest.mark.slow
 @pytest.mark.timing
 def test_app_starts_while_database_is_down_and_recovers(cluster):
     cluster.stop()

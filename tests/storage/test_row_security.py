@@ -231,6 +231,7 @@ def test_prepared_statements_survive_a_rolled_back_transaction(make_settings, tw
     assert asyncio.run(main()) == [{"n": 1}]
 
 
+@pytest.mark.slow
 @pytest.mark.timing
 def test_waiting_for_a_slot_and_then_a_connection_share_one_budget(make_settings):
     """A request that waited for its user's slot waits only the rest for a connection."""

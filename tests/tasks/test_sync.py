@@ -93,6 +93,7 @@ def test_a_sync_token_shows_nothing_of_another_user(ada, client):
     assert ada.list(sync_token=token)["tasks"] == []
 
 
+@pytest.mark.slow
 def test_a_syncing_replica_equals_the_server_under_concurrent_writers(database_url, db):
     env = settings_env(database_url, DB_POOL_MAX="20")
     rng = random.Random(20261124)

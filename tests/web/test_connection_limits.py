@@ -114,6 +114,7 @@ def test_a_head_just_under_the_limit_is_served_and_one_over_is_431(server):
     assert len(body["request_id"]) == 32
 
 
+@pytest.mark.slow
 def test_a_socket_that_sends_nothing_is_closed(server):
     sock = connect(server)
     start = time.monotonic()
@@ -122,6 +123,7 @@ def test_a_socket_that_sends_nothing_is_closed(server):
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.slow
 def test_a_dripped_head_is_408(server):
     sock = connect(server)
     start = time.monotonic()
@@ -136,6 +138,7 @@ def test_a_dripped_head_is_408(server):
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/auth/login", "/api/tasks"])
 def test_a_stalled_body_is_408(server, path):
     from tests.support.signing import frontend_token
@@ -170,6 +173,7 @@ def test_connections_beyond_the_cap_get_503(database_url, db):
         )
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_stalled_body_exits_within_the_shutdown_timeout(database_url, db):
     env = settings_env(database_url, **{**LIMITS, "BODY_TIMEOUT": "60", "SHUTDOWN_TIMEOUT": "2"})
     server = LiveServer(env).start()

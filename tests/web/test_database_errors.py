@@ -115,6 +115,7 @@ DEADLOCKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", DEADLOCKS)
 def test_a_deadlock_is_retried_inside_the_service(make_client, database_url, db, caplog, case):
     prepare, table, status = DEADLOCKS[case]
