@@ -108,7 +108,7 @@ stop_local_postgres() {
   fi
 }
 
-# The private cluster in .data/postgres (Unix socket only), as README: Quick start says.
+# The private cluster in .data/postgres (Unix socket only), as the README's Quick start says.
 start_local_postgres() {
   ensure_postgres_installed
   local started out
@@ -140,7 +140,7 @@ ensure_secret() {
   export BETTER_AUTH_SECRET
 }
 
-# --- The container image (README: Deploy > Container image) --------------------
+# --- The container image (docs/deploy.md: Container image) ------------------------
 ensure_podman() {
   local missing=""
   for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || missing=1; done

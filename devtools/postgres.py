@@ -238,7 +238,7 @@ class PostgresCluster:
 
 RUNTIME_ROLE = "todo_app"
 
-#: What the README's role set-up gives the runtime role (checked by the service).
+#: What the role set-up of docs/deploy.md gives the runtime role (checked by the service).
 RUNTIME_ROLE_SETUP = [
     f"CREATE ROLE {RUNTIME_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
     f"ALTER ROLE {RUNTIME_ROLE} SET statement_timeout = '5s'",
@@ -297,7 +297,7 @@ def make_reachable(directory: Path, user: pwd.struct_passwd) -> None:
 class LocalCluster:
     """The private PostgreSQL ``./run.sh`` serves with: kept in ``.data/postgres``, durable,
     reachable only through a Unix socket, with the database ``todo`` and both roles of
-    production (README: Roles): ``postgres`` owns the schema and migrates, the service
+    production (docs/deploy.md: Roles): ``postgres`` owns the schema and migrates, the service
     connects as ``todo_app``."""
 
     DBNAME = "todo"

@@ -162,7 +162,7 @@ def test_start_up_warns_about_a_privileged_role_or_missing_timeouts(database_url
     assert bare == [
         "role 'todo_bare' has no statement_timeout, lock_timeout,"
         " idle_in_transaction_session_timeout of its own; set them with ALTER ROLE ... SET"
-        " (README: Roles) so they hold on every connection"
+        " (docs/deploy.md: Roles) so they hold on every connection"
     ]
     owner = asyncio.run(warnings(database_url))  # the admin: superuser and owner
     assert owner[0].startswith("the service connects as 'postgres', a superuser")

@@ -7,7 +7,7 @@ Each test that uses the app starts from empty tables.
 As in production, two roles: the server's admin user (a superuser here) owns
 the schema and runs migrations, and the service connects as the runtime role
 ``todo_app`` (no DDL, no ownership, row-level security applies), created once
-per server with the role-level timeouts the README asks ops to set. The
+per server with the role-level timeouts docs/deploy.md (Roles) asks ops to set. The
 ``db`` fixture and the URLs tests use directly are the admin's, so they see
 every row.
 """

@@ -221,7 +221,7 @@ class SessionStore:
             logger.error(
                 "looking up a session failed: %s (SQLSTATE %s); check BETTER_AUTH_SESSION_TABLE,"
                 " BETTER_AUTH_SESSION_COLUMNS, BETTER_AUTH_USER_TABLE, BETTER_AUTH_USER_COLUMNS"
-                " and the role's GRANT SELECT (README: opaque session tokens)",
+                " and the role's GRANT SELECT (docs/authentication.md: Better Auth session tokens)",
                 type(exc).__name__,
                 exc.sqlstate,
             )

@@ -84,7 +84,7 @@ async def warn_about_the_role(conn: DictConnection) -> list[str]:
     """Say loudly when the service's role is not the least-privilege runtime role.
 
     A superuser, a BYPASSRLS role or the tables' owner sees past row-level
-    security (README: Roles); timeouts missing on the role do not survive
+    security (docs/deploy.md: Roles); timeouts missing on the role do not survive
     PgBouncer. Returns the warnings, for tests.
     """
     cursor = await conn.execute(ROLE_FACTS_SQL)
@@ -96,13 +96,13 @@ async def warn_about_the_role(conn: DictConnection) -> list[str]:
         warnings.append(
             f"the service connects as {facts['role']!r}, a superuser, BYPASSRLS role or the"
             " tables' owner: row-level security does not apply; connect as the runtime role"
-            " (DB_RUNTIME_ROLE, README: Roles)"
+            " (DB_RUNTIME_ROLE, docs/deploy.md: Roles)"
         )
     missing = [name for name in ROLE_TIMEOUTS if name not in facts["settings"]]
     if missing:
         warnings.append(
             f"role {facts['role']!r} has no {', '.join(missing)} of its own; set them with"
-            " ALTER ROLE ... SET (README: Roles) so they hold on every connection"
+            " ALTER ROLE ... SET (docs/deploy.md: Roles) so they hold on every connection"
         )
     for warning in warnings:
         logger.warning(warning)
