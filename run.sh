@@ -164,7 +164,9 @@ build_image() {
     sh "$ROOT/deploy/make-base.sh"
   fi
   # Wheels are built here: pip inside a build cannot verify TLS on our machines.
-  rm -rf "$ROOT/build/wheels"
+  # All of build/ goes first: setuptools would copy what it left in build/lib
+  # (modules since moved or deleted) into the new wheel.
+  rm -rf "$ROOT/build"
   "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check -w "$ROOT/build/wheels" "$ROOT"
   podman build --quiet --format docker --pull=never -t "$tag" "$ROOT" >/dev/null
   say "built $tag ($(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"

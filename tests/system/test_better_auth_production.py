@@ -1,4 +1,4 @@
-"""Better Auth in production (issue 13): issuer/audience as it writes them, key separation, reasons.
+"""Better Auth in production: issuer/audience as it writes them, key separation, reasons.
 
 A real Better Auth (npm, jwt + bearer plugins, PostgreSQL adapter) signs the
 tokens. The service must take its base URL however ops copy it (trailing

@@ -1,4 +1,4 @@
-"""Existing frontends, unchanged: what they send and how they read the answers (issue 12).
+"""Existing frontends, unchanged: what they send and how they read the answers.
 
 Each test replays requests that public Next.js + Better Auth todo frontends
 make (their API-client code, translated from fetch to httpx) against a real

@@ -25,6 +25,44 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
 
 
 @pytest.mark.slow
+def source_tree(into: Path) -> Path:
+    """A copy of the checkout's files as the next commit would hold them, and nothing else.
+
+    setuptools keeps what it built in ``build/lib`` and puts it in every later wheel,
+    moved-away modules included; a wheel built from a clean tree shows what the
+    project itself ships (and ``./run.sh image`` removes ``build/`` first).
+    """
+    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        source, target = ROOT / name, into / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the working tree, not yet committed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            target.write_bytes(source.read_bytes())
+    return into
+
+
+def expected_wheel_files() -> set[str]:
+    """The package's modules, its docs assets and the migrations (``migrations`` links to sql/)."""
+    package = ROOT / "todo_server"
+    modules = {
+        path.relative_to(ROOT).as_posix()
+        for path in package.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assets = {
+        path.relative_to(ROOT).as_posix()
+        for path in (package / "static").rglob("*")
+        if path.is_file()
+    }
+    migrations = {f"todo_server/migrations/{path.name}" for path in (ROOT / "sql").glob("*.sql")}
+    return modules | assets | migrations
+
+
 def test_the_installed_wheel_migrates_and_serves_from_anywhere(tmp_path, pg_server):
     dist, venv, elsewhere = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -37,14 +75,14 @@ def test_the_installed_wheel_migrates_and_serves_from_anywhere(tmp_path, pg_serv
         "-q",
         "-w",
         str(dist),
-        str(ROOT),
+        str(source_tree(tmp_path / "src")),
         cwd=tmp_path,
     )
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("todo_server-*.whl")
-    top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    # Only the service: devtools/, tests/ and bench/ are for development.
-    assert {name for name in top_level if not name.endswith(".dist-info")} == {"todo_server"}
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name}
+    # Exactly the service: no devtools/, tests/ or bench/, and every module of every layer.
+    assert shipped == expected_wheel_files()
     assert run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path).returncode == 0
     installed = run(str(venv / "bin" / "pip"), "install", "-q", str(wheel), cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
