@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from todo_server.config import ConnectionLimits
+from todo_server.config import ConnectionLimits, load_settings
 from todo_server.errors import (
     ApiError,
     BadRequest,
@@ -98,9 +98,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     @classmethod
     def process_limits(cls) -> ConnectionLimits:
-        if cls._limits is None:
-            from todo_server.config import load_settings
+        """The limits, read from the settings once in each worker process.
 
+        uvicorn builds protocols itself, with no way to hand them the settings the CLI
+        already loaded; with several workers each is a fresh process, so each reads
+        the same environment once, on its first connection.
+        """
+        if cls._limits is None:
             settings = load_settings()
             cls._limits = settings.connection_limits
         return cls._limits
