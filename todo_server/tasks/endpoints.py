@@ -33,6 +33,7 @@ from todo_server.storage.db import retry_conflicts
 from todo_server.storage.row_security import UserConnection
 from todo_server.storage.user_slots import connection_for
 from todo_server.tasks import idempotency, listing, store, sync
+from todo_server.tasks.list_query import ListQuery, list_query_from
 from todo_server.tasks.page_tokens import (
     CursorCodec,
     decode_changes_cursor,
@@ -41,12 +42,7 @@ from todo_server.tasks.page_tokens import (
     encode_sync_token,
 )
 from todo_server.tasks.store import QuotaExceeded, TaskRow
-from todo_server.tasks.validation import (
-    ListQuery,
-    is_task_id,
-    list_query_from,
-    parse_task_fields,
-)
+from todo_server.tasks.validation import is_task_id, parse_task_fields
 from todo_server.web.bodies import FieldErrors, read_json_object, read_optional_json_object
 from todo_server.web.conditional import (
     etag,
