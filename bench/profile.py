@@ -46,7 +46,7 @@ LAYERS = [
     ("per-user connection slot", ["storage/user_slots.py"]),
     (
         "query string parsing and checks",
-        ["tasks/validation.py", "datastructures.py", "urllib/parse"],
+        ["tasks/list_query.py", "tasks/validation.py", "datastructures.py", "urllib/parse"],
     ),
     ("body reading and checks", ["web/bodies.py", "json/"]),
     ("cursor codec", ["tasks/page_tokens.py"]),

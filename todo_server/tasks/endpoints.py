@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
@@ -34,6 +33,7 @@ from todo_server.storage.db import retry_conflicts
 from todo_server.storage.row_security import UserConnection
 from todo_server.storage.user_slots import connection_for
 from todo_server.tasks import idempotency, listing, store, sync
+from todo_server.tasks.list_query import ListQuery, list_query_from
 from todo_server.tasks.page_tokens import (
     CursorCodec,
     decode_changes_cursor,
@@ -42,13 +42,15 @@ from todo_server.tasks.page_tokens import (
     encode_sync_token,
 )
 from todo_server.tasks.store import QuotaExceeded, TaskRow
-from todo_server.tasks.validation import (
-    ListQuery,
-    is_task_id,
-    list_query_from,
-    parse_task_fields,
-)
+from todo_server.tasks.validation import is_task_id, parse_task_fields
 from todo_server.web.bodies import FieldErrors, read_json_object, read_optional_json_object
+from todo_server.web.conditional import (
+    etag,
+    if_match_versions,
+    if_none_match,
+    is_current,
+    not_modified,
+)
 from todo_server.web.responses import RenderedJSON
 
 logger = logging.getLogger("todo_server.tasks")
@@ -56,7 +58,6 @@ logger = logging.getLogger("todo_server.tasks")
 PREFIXES = ("/api/tasks", "/api/{user_id}/tasks", "/users/{user_id}/tasks")
 TASK_NOT_FOUND = "Task not found"
 TASK_CHANGED = "The task has changed since you read it (If-Match)"
-ETAG_VERSION = re.compile(r'"([0-9]{1,9})"')
 
 
 # --- request helpers ------------------------------------------------------------
@@ -88,19 +89,6 @@ def task_id_of(request: Request) -> str:
     return task_id.lower()
 
 
-def if_match_versions(request: Request) -> list[int] | None:
-    """Versions named by If-Match; None when absent or ``*`` (any current version)."""
-    header = request.headers.get("if-match")
-    if header is None or header.strip() == "*":
-        return None
-    versions = []
-    for tag in header.split(","):
-        match = ETAG_VERSION.fullmatch(tag.strip())  # weak tags never match (strong comparison)
-        if match:
-            versions.append(int(match.group(1)))
-    return versions
-
-
 def location_base(request: Request) -> str:
     """The collection's path, percent-encoded, for Location headers.
 
@@ -110,26 +98,6 @@ def location_base(request: Request) -> str:
     fails to answer.
     """
     return quote(request.scope["path"].rstrip("/"), safe="/")
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def if_none_match(request: Request) -> set[str] | None:
-    """The entity tags If-None-Match names, weak or not (RFC 9110: weak comparison).
-
-    ``*`` stands for any current representation; None when the header is absent.
-    """
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return None
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
-
-
-def not_modified(tag: str) -> Response:
-    """304: the client's copy is current; no body, its ETag again."""
-    return Response(status_code=304, headers={"ETag": tag})
 
 
 def list_etag(request: Request, user_id: str, state: str) -> str:
@@ -182,7 +150,7 @@ async def list_tasks(request: Request) -> Response:
     async with connection_as(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
             tag = list_etag(request, user_id, await listing.list_state(conn, user_id))
-            if tag in wanted or "*" in wanted:
+            if is_current(wanted, tag):
                 return not_modified(tag)
         try:
             page = await listing.list_tasks(
@@ -306,7 +274,7 @@ async def get_task(request: Request) -> Response:
     if row is None:
         raise NotFound(TASK_NOT_FOUND)
     wanted = if_none_match(request)
-    if wanted is not None and (etag(row.version) in wanted or "*" in wanted):
+    if wanted is not None and is_current(wanted, etag(row.version)):
         return not_modified(etag(row.version))
     return task_response(row)
 
