@@ -82,10 +82,11 @@ def test_failed_file_rolls_back_and_stays_pending(fresh_url, tmp_path):
     assert not table_exists(fresh_url, "half_done")
     with connect(fresh_url) as conn:
         assert [
-            (s.migration.version, s.applied_at is None) for s in migrate.status(conn, tmp_path)
+            (line.version, line.state, line.applied_at is None)
+            for line in migrate.inspect(conn, tmp_path)
         ] == [
-            (1, False),
-            (2, True),
+            (1, "applied", False),
+            (2, "pending", True),
         ]
     # Fixed forward, it applies.
     write(tmp_path, "0002_broken.sql", "CREATE TABLE half_done (id int);")

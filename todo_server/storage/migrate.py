@@ -111,14 +111,6 @@ class Applied:
     applied_at: datetime
 
 
-@dataclass(frozen=True)
-class Status:
-    """One line of ``migrate status``: a file, and when it was applied (None: pending)."""
-
-    migration: Migration
-    applied_at: datetime | None
-
-
 def discover(directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
     """The migration files in version order; refuses bad names and duplicate versions."""
     found: dict[int, Migration] = {}
@@ -181,15 +173,6 @@ def read_applied(conn: psycopg.Connection) -> list[Applied]:
         if not present or not present[0]:
             return []
         return [Applied(*row) for row in cur.execute(APPLIED_SQL).fetchall()]
-
-
-def status(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list[Status]:
-    """Every file with when it was applied, after checking files and history agree."""
-    migrations = discover(directory)
-    applied = read_applied(conn)
-    pending(migrations, applied)
-    when = {row.version: row.applied_at for row in applied}
-    return [Status(migration, when.get(migration.version)) for migration in migrations]
 
 
 @dataclass(frozen=True)
