@@ -24,6 +24,7 @@ import psycopg
 
 from devtools.liveserver import ROOT
 from devtools.postgres import PostgresCluster
+from todo_server.config import load_migration_settings
 from todo_server.storage import migrate
 from todo_server.tasks import listing
 
@@ -63,8 +64,10 @@ FROM tasks ORDER BY user_id, created_at
 
 def seed(url: str, users: int, tasks: int) -> dict[str, str]:
     """Seed the users and their tasks; returns one task id per user id."""
+    # As `todo-server migrate` would with only DATABASE_URL set: the settings' defaults.
+    settings = load_migration_settings({"DATABASE_URL": url})
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, lock_timeout=settings.lock_timeout, runtime_role=settings.runtime_role)
         conn.execute(SEED_USERS_SQL, {"users": users, "tasks": tasks})
         conn.execute(SEED_TASKS_SQL, {"users": users, "tasks": tasks})
         conn.execute("ANALYZE")

@@ -103,7 +103,7 @@ def run_migrate(action: str, as_json: bool) -> int:
             return _report_drift(drift)
         by_version = {m.version: m for m in migrate.discover()}
         pending = [by_version[line.version] for line in waiting]
-        print(migrate.script(pending, settings.runtime_role), end="")
+        print(migrate.script(pending, runtime_role=settings.runtime_role), end="")
         return EXIT_OK
     if action == "verify":
         if drift:

@@ -20,6 +20,8 @@ from todo_server.auth.tokens import TokenVerifier
 
 URL = "https://app.example.com/api/auth/jwks"
 APP = "https://app.example.com"
+#: The cooldown after a miss that the scenarios below count their seconds against.
+REFRESH_INTERVAL = 30.0
 
 
 class Frontend:
@@ -41,7 +43,7 @@ class Frontend:
             raise ConnectionRefusedError("connection refused")
         return {"keys": [key.jwk() for key in self.keys]}
 
-    def cache(self, refresh_interval: float = 30.0, **kwargs: Any) -> JwksCache:
+    def cache(self, refresh_interval: float = REFRESH_INTERVAL, **kwargs: Any) -> JwksCache:
         return JwksCache(URL, refresh_interval, clock=self.clock, fetch=self.fetch, **kwargs)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.database import MIGRATION_DEFAULTS
 from todo_server.storage import migrate
 
 
@@ -38,7 +39,7 @@ def table_exists(url: str, name: str) -> bool:
 
 def test_project_migrations_apply_and_create_users_and_tasks(fresh_url):
     with connect(fresh_url) as conn:
-        applied = migrate.apply(conn)
+        applied = migrate.apply(conn, **MIGRATION_DEFAULTS)
     assert [m.path.name for m in applied] == [m.path.name for m in migrate.discover()]
     assert table_exists(fresh_url, "users")
     assert table_exists(fresh_url, "tasks")
@@ -47,18 +48,18 @@ def test_project_migrations_apply_and_create_users_and_tasks(fresh_url):
 def test_rerun_applies_each_file_once(fresh_url, tmp_path):
     write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id int);")
     with connect(fresh_url) as conn:
-        assert [m.version for m in migrate.apply(conn, tmp_path)] == [1]
-        assert migrate.apply(conn, tmp_path) == []
+        assert [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)] == [1]
+        assert migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS) == []
     write(tmp_path, "0002_add_name.sql", "ALTER TABLE things ADD COLUMN name text;")
     with connect(fresh_url) as conn:
-        assert [m.version for m in migrate.apply(conn, tmp_path)] == [2]
+        assert [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)] == [2]
     assert applied_versions(fresh_url) == [1, 2]
 
 
 def test_bookkeeping_row_records_name_and_checksum(fresh_url, tmp_path):
     path = write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id int);")
     with connect(fresh_url) as conn:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
         row = conn.execute("SELECT version, name, checksum FROM schema_migrations").fetchone()
     import hashlib
 
@@ -73,7 +74,7 @@ def test_failed_file_rolls_back_and_stays_pending(fresh_url, tmp_path):
         "CREATE TABLE half_done (id int);\nSELECT no_such_function();",
     )
     with connect(fresh_url) as conn, pytest.raises(migrate.MigrationError) as caught:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     message = str(caught.value)
     assert "0002_broken.sql" in message
     assert "no_such_function" in message
@@ -82,28 +83,29 @@ def test_failed_file_rolls_back_and_stays_pending(fresh_url, tmp_path):
     assert not table_exists(fresh_url, "half_done")
     with connect(fresh_url) as conn:
         assert [
-            (s.migration.version, s.applied_at is None) for s in migrate.status(conn, tmp_path)
+            (line.version, line.state, line.applied_at is None)
+            for line in migrate.inspect(conn, tmp_path)
         ] == [
-            (1, False),
-            (2, True),
+            (1, "applied", False),
+            (2, "pending", True),
         ]
     # Fixed forward, it applies.
     write(tmp_path, "0002_broken.sql", "CREATE TABLE half_done (id int);")
     with connect(fresh_url) as conn:
-        assert [m.version for m in migrate.apply(conn, tmp_path)] == [2]
+        assert [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)] == [2]
 
 
 def test_edited_applied_file_is_refused(fresh_url, tmp_path):
     write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id int);")
     with connect(fresh_url) as conn:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id bigint);")
     write(tmp_path, "0002_more.sql", "CREATE TABLE more (id int);")
     with (
         connect(fresh_url) as conn,
         pytest.raises(migrate.MigrationError, match="0001_create_things.sql: changed"),
     ):
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     assert applied_versions(fresh_url) == [1]
     assert not table_exists(fresh_url, "more")
 
@@ -111,14 +113,14 @@ def test_edited_applied_file_is_refused(fresh_url, tmp_path):
 def test_applied_version_without_file_is_refused(fresh_url, tmp_path):
     first = write(tmp_path, "0001_create_things.sql", "CREATE TABLE things (id int);")
     with connect(fresh_url) as conn:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     first.unlink()
     write(tmp_path, "0002_more.sql", "CREATE TABLE more (id int);")
     with (
         connect(fresh_url) as conn,
         pytest.raises(migrate.MigrationError, match="version 1 .*missing"),
     ):
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     assert not table_exists(fresh_url, "more")
 
 
@@ -156,7 +158,9 @@ def test_two_runners_at_once_apply_each_file_once(fresh_url, tmp_path):
         try:
             with connect(fresh_url) as conn:
                 barrier.wait()
-                results.append([m.version for m in migrate.apply(conn, tmp_path)])
+                results.append(
+                    [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)]
+                )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -177,12 +181,12 @@ def test_runner_needs_autocommit(fresh_url, tmp_path):
         psycopg.connect(fresh_url) as conn,
         pytest.raises(migrate.MigrationError, match="autocommit"),
     ):
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
 
 
 def test_task_json_is_rendered_on_write_in_utc_whatever_the_session_zone(fresh_url):
     with connect(fresh_url) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
         conn.execute("SET TimeZone = 'America/New_York'")
         conn.execute("INSERT INTO users (id) VALUES ('tz-user')")
         conn.execute(
@@ -205,10 +209,10 @@ def test_rendering_migration_fills_existing_rows(fresh_url, tmp_path):
         if migration.version < 4:
             shutil.copy(migration.path, tmp_path / migration.path.name)
     with connect(fresh_url) as conn:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
         conn.execute("INSERT INTO users (id) VALUES ('old-user')")
         conn.execute("INSERT INTO tasks (user_id, title, tags) VALUES ('old-user', 'old', '{a}')")
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
         body, task_id = conn.execute("SELECT body, id::text FROM tasks").fetchone()
     task = json.loads(body)
     assert (task["id"], task["title"], task["tags"], task["user_id"]) == (
@@ -233,14 +237,14 @@ def test_a_file_with_transaction_control_is_refused_before_anything_runs(
         f"CREATE TABLE first_half (id int);\n{statement};\nCREATE TABLE second_half (id int);\n",
     )
     with connect(fresh_url) as conn, pytest.raises(migrate.MigrationError) as caught:
-        migrate.apply(conn, tmp_path)
+        migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)
     assert str(caught.value).startswith("0002_sneaky.sql: transaction control is not allowed")
     assert not table_exists(fresh_url, "things")  # refused before the first file ran
     assert not table_exists(fresh_url, "first_half")
     # Fixed forward, the next run applies both files whole.
     write(tmp_path, "0002_sneaky.sql", "CREATE TABLE first_half (id int);\n")
     with connect(fresh_url) as conn:
-        assert [m.version for m in migrate.apply(conn, tmp_path)] == [1, 2]
+        assert [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)] == [1, 2]
 
 
 def test_transaction_words_in_strings_comments_and_bodies_are_not_refused(fresh_url, tmp_path):
@@ -265,5 +269,5 @@ def test_transaction_words_in_strings_comments_and_bodies_are_not_refused(fresh_
         """,
     )
     with connect(fresh_url) as conn:
-        assert [m.version for m in migrate.apply(conn, tmp_path)] == [1]
+        assert [m.version for m in migrate.apply(conn, tmp_path, **MIGRATION_DEFAULTS)] == [1]
     assert table_exists(fresh_url, "notes")

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.support.assertions import assert_503
-from tests.support.database import settings_env
+from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.signing import bearer, frontend_token
 from todo_server.app import create_app
 from todo_server.config import load_settings
@@ -30,7 +30,7 @@ def cluster() -> Iterator[PostgresCluster]:
     cluster.start()
     ensure_runtime_role(cluster.url())
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
     try:
         yield cluster
     finally:
@@ -120,7 +120,7 @@ def test_a_server_started_while_the_database_was_down_waits_for_migrations(pg_se
             assert r.json()["code"] == "service_unavailable"
         assert client.get("/health").json()["database"] == "unavailable"
         with psycopg.connect(url, autocommit=True) as conn:
-            migrate.apply(conn)
+            migrate.apply(conn, **MIGRATION_DEFAULTS)
         health_until(client, 200, within=15)
         r = client.post("/api/tasks", headers=AUTH, json={"title": "after migrate"})
         assert r.status_code == 201, r.text

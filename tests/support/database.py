@@ -29,8 +29,15 @@ from starlette.testclient import TestClient
 from devtools.postgres import PostgresCluster, as_role, ensure_runtime_role
 from tests.support.signing import TEST_SECRET
 from todo_server.app import create_app
-from todo_server.config import Settings, load_settings
+from todo_server.config import SETTINGS_BY_NAME, Settings, load_settings
 from todo_server.storage import migrate
+
+#: What ``todo-server migrate`` hands the runner when nothing is set: the settings table's
+#: defaults, so a test applies migrations exactly as an operator's first run would.
+MIGRATION_DEFAULTS = {
+    "lock_timeout": SETTINGS_BY_NAME["MIGRATION_LOCK_TIMEOUT"].read({}),
+    "runtime_role": SETTINGS_BY_NAME["DB_RUNTIME_ROLE"].read({}),
+}
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -86,7 +93,7 @@ def database_url(pg_server: DatabaseServer) -> str:
     """A database migrated once per session by the real runner."""
     url = pg_server.create_database("todo_app")
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
     return url
 
 

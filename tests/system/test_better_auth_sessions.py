@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from devtools.postgres import as_role
 from tests.support.assertions import assert_401, assert_503
 from tests.support.better_auth import BetterAuthServer
-from tests.support.database import DatabaseServer, settings_env
+from tests.support.database import MIGRATION_DEFAULTS, DatabaseServer, settings_env
 from tests.support.signing import TEST_SECRET, bearer, frontend_token
 from tests.support.timekeeping import ManualClock
 from todo_server.app import create_app
@@ -145,7 +145,7 @@ def test_the_same_database_as_database_url(pg_server, make_settings):
     """BETTER_AUTH_DATABASE_URL=same: Better Auth's tables beside ours, read as todo_app."""
     url = pg_server.create_database("todo_same")
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
     server = BetterAuthServer(url, TEST_SECRET)
     try:
         with psycopg.connect(url, autocommit=True) as conn:

@@ -11,7 +11,7 @@ import httpx2
 import psycopg
 
 from devtools.liveserver import LiveServer
-from tests.support.database import settings_env
+from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.pgbouncer import through
 from tests.support.signing import bearer, frontend_token
 from todo_server.storage import migrate
@@ -109,7 +109,7 @@ def test_concurrent_migrate_runs_through_pgbouncer_apply_each_file_once(bouncer,
     def run() -> list[int]:
         with psycopg.connect(target, autocommit=True, prepare_threshold=None) as conn:
             barrier.wait()
-            return [m.version for m in migrate.apply(conn)]
+            return [m.version for m in migrate.apply(conn, **MIGRATION_DEFAULTS)]
 
     with ThreadPoolExecutor(6) as pool:
         applied = [

@@ -26,7 +26,7 @@ import pytest
 from devtools.liveserver import LiveServer
 from devtools.pgbouncer import PgBouncer
 from devtools.postgres import FAST_SETTINGS, PostgresCluster, ensure_runtime_role
-from tests.support.database import settings_env, with_dbname
+from tests.support.database import MIGRATION_DEFAULTS, settings_env, with_dbname
 from tests.support.signing import bearer, frontend_token
 from tests.support.sync_replica import Replica
 from tests.support.timekeeping import wait_until
@@ -63,7 +63,7 @@ def topology() -> Iterator[Topology]:
         admin.execute("CREATE DATABASE topo")
     owner_url = with_dbname(cluster.url(), "topo")
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
     bouncer = PgBouncer(cluster.url(), pool_size=6, query_wait_timeout=QUERY_WAIT_TIMEOUT).start()
     env = settings_env(
         owner_url,

@@ -11,9 +11,10 @@ When fetches happen:
   then again every ``MAX_AGE_SECONDS``;
 - at once for the first unknown ``kid`` after a fetch: a rotated key is found
   before any token signed with it is refused. A fetch that was made for a kid
-  and did not find it starts a cooldown of ``refresh_interval``: further
-  unknown kids refetch only once it is over, so a flood of made-up key ids
-  costs one fetch per interval and otherwise nothing but 401s;
+  and did not find it starts a cooldown of ``refresh_interval``
+  (JWT_JWKS_REFRESH_INTERVAL): further unknown kids refetch only once it is
+  over, so a flood of made-up key ids costs one fetch per interval and
+  otherwise nothing but 401s;
 - after a failed fetch, no sooner than the backoff above (the keys already
   known stay in use).
 
@@ -80,7 +81,7 @@ class JwksCache:
     def __init__(
         self,
         url: str,
-        refresh_interval: float = 30.0,
+        refresh_interval: float,
         *,
         clock: Callable[[], float] = time.monotonic,
         fetch: Callable[[str], Any] = fetch_document,

@@ -67,11 +67,14 @@ class Reservation:
     retry_after: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoginThrottle:
-    max_per_email: int = 10
-    max_per_ip: int = 50
-    max_registrations_per_ip: int = 10
+    """Attempts allowed per key and window (LOGIN_MAX_FAILURES, LOGIN_MAX_FAILURES_PER_IP,
+    REGISTRATIONS_PER_IP)."""
+
+    max_per_email: int
+    max_per_ip: int
+    max_registrations_per_ip: int
     window_seconds: int = WINDOW_SECONDS
 
     async def reserve_login(self, conn: DictConnection, email: str, ip: str) -> Reservation:

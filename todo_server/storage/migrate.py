@@ -45,12 +45,6 @@ from todo_server.storage.migration_scanner import transaction_control
 #: The migrations the package carries (a wheel's copies, or a checkout's sql/).
 DEFAULT_DIRECTORY = Path(str(importlib.resources.files("todo_server") / "migrations"))
 
-#: The role the service connects as, which migrations grant to (DB_RUNTIME_ROLE).
-DEFAULT_RUNTIME_ROLE = "todo_app"
-
-#: Seconds a runner waits for another runner's lock before giving up.
-LOCK_TIMEOUT_SECONDS = 60.0
-
 FILE_NAME = re.compile(r"([0-9]{4})_([a-z0-9]+(?:_[a-z0-9]+)*)\.sql")
 
 #: Any fixed 64-bit number; every runner must use the same one.
@@ -109,14 +103,6 @@ class Applied:
     name: str
     checksum: str
     applied_at: datetime
-
-
-@dataclass(frozen=True)
-class Status:
-    """One line of ``migrate status``: a file, and when it was applied (None: pending)."""
-
-    migration: Migration
-    applied_at: datetime | None
 
 
 def discover(directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
@@ -183,15 +169,6 @@ def read_applied(conn: psycopg.Connection) -> list[Applied]:
         return [Applied(*row) for row in cur.execute(APPLIED_SQL).fetchall()]
 
 
-def status(conn: psycopg.Connection, directory: Path = DEFAULT_DIRECTORY) -> list[Status]:
-    """Every file with when it was applied, after checking files and history agree."""
-    migrations = discover(directory)
-    applied = read_applied(conn)
-    pending(migrations, applied)
-    when = {row.version: row.applied_at for row in applied}
-    return [Status(migration, when.get(migration.version)) for migration in migrations]
-
-
 @dataclass(frozen=True)
 class FileState:
     """One line of ``migrate status``: what a version's file and the history say."""
@@ -236,12 +213,14 @@ def apply(
     conn: psycopg.Connection,
     directory: Path = DEFAULT_DIRECTORY,
     *,
-    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
-    runtime_role: str = DEFAULT_RUNTIME_ROLE,
+    lock_timeout: float,
+    runtime_role: str,
 ) -> list[Migration]:
     """Apply every pending file, each in its own locked transaction; returns what was applied.
 
     ``conn`` must be in autocommit mode: each file gets a transaction of its own.
+    ``lock_timeout`` (MIGRATION_LOCK_TIMEOUT) is how many seconds to wait for another
+    runner's lock; ``runtime_role`` (DB_RUNTIME_ROLE), the role the files grant to.
     """
     if not conn.autocommit:
         raise MigrationError("the migration connection must be in autocommit mode")
@@ -323,7 +302,7 @@ def _lock_holder(conn: psycopg.Connection) -> str:
     )
 
 
-def script(migrations: list[Migration], runtime_role: str = DEFAULT_RUNTIME_ROLE) -> str:
+def script(migrations: list[Migration], *, runtime_role: str) -> str:
     """The pending ``migrations`` as one SQL script, with their bookkeeping rows.
 
     For a DBA to review and run with ``psql -v ON_ERROR_STOP=1 -1 -f -``: one
