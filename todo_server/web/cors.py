@@ -1,18 +1,27 @@
-"""CORS: Starlette's middleware, with refused preflights answered in the one error format.
+"""CORS: Starlette's policy, granting nothing to a request it does not allow.
 
-Starlette answers a preflight it refuses with 400 ``text/plain`` ("Disallowed
-CORS origin"). Here the same decision is answered 403 ``forbidden`` with the
-usual JSON body, and ``details`` naming each refused part. 403 rather than 400:
-the request is well formed; the policy forbids it. The browser enforces CORS
-either way; the body is for the person reading the network tab.
+Starlette's ``CORSMiddleware`` gets two things wrong for this service:
+
+- it answers a preflight it refuses with 400 ``text/plain`` ("Disallowed CORS
+  origin") that still carries ``Access-Control-Allow-Methods``, ``-Headers``,
+  ``-Credentials`` and ``-Max-Age`` (and ``-Allow-Origin`` when only the method
+  or a header was refused). Here the refusal is 403 ``forbidden`` in the usual
+  JSON body, ``details`` naming each refused part, and no ``Access-Control-*``
+  header at all: only ``Vary``, so a cache keeps it apart from an allowed
+  answer. 403 rather than 400: the request is well formed; the policy forbids
+  it. A browser never shows a preflight's body to the page, so nothing is lost
+  by not letting the page read it; the body is for the network tab.
+- it adds ``Access-Control-Allow-Credentials`` and ``-Expose-Headers`` to every
+  answer that came with an ``Origin``, allowed or not. Here a request from an
+  origin that is not allowed gets only ``Vary: Origin``.
 """
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from todo_server.errors import Forbidden
 from todo_server.web.error_responses import api_error_response
@@ -26,7 +35,7 @@ REFUSED_PARTS = {
 
 
 class JsonErrorCORSMiddleware(CORSMiddleware):
-    """``CORSMiddleware`` whose refused preflights use the JSON error format."""
+    """``CORSMiddleware`` whose refusals grant nothing and use the JSON error format."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "OPTIONS":
@@ -38,12 +47,26 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
             return
         response = self.preflight_response(request_headers=headers)
         if response.status_code >= 400:
-            response = self.refusal(bytes(response.body).decode(), dict(response.headers), scope)
+            response = self.refusal(bytes(response.body).decode(), response.headers["vary"], scope)
         await response(scope, receive, send)
 
+    async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
+        """A response's start: CORS headers for an allowed origin, only ``Vary`` otherwise."""
+        origin = request_headers.get("origin")
+        if (
+            message["type"] != "http.response.start"
+            or origin is None
+            or self.is_allowed_origin(origin)
+        ):
+            await super().send(message, send, request_headers)
+            return
+        headers = MutableHeaders(scope=message)
+        headers.add_vary_header("Origin")
+        await send(message)
+
     @staticmethod
-    def refusal(text: str, headers: dict[str, str], scope: Scope) -> Response:
-        """The refused preflight as a 403, keeping its Vary and Allow-* headers."""
+    def refusal(text: str, vary: str, scope: Scope) -> Response:
+        """The refused preflight as a 403 with its ``Vary`` and no ``Access-Control-*``."""
         # Starlette says which checks failed as "Disallowed CORS origin, method".
         failed = text.removeprefix("Disallowed CORS ").split(", ")
         details = [
@@ -51,10 +74,5 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
             for part, (field, message) in REFUSED_PARTS.items()
             if part in failed
         ]
-        kept = {
-            name: value
-            for name, value in headers.items()
-            if name.lower() not in ("content-length", "content-type")
-        }
-        error = Forbidden("CORS preflight refused", details=details or None, headers=kept)
+        error = Forbidden("CORS preflight refused", details=details or None, headers={"Vary": vary})
         return api_error_response(error, scope.get("state", {}).get("request_id"))
