@@ -120,7 +120,15 @@ def schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["field", "message"],
             "additionalProperties": False,
-            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "field": {
+                    "type": "string",
+                    "description": "What was refused: a body field, query parameter or header,"
+                    " or the setting whose limit was reached (MAX_TASKS_PER_USER,"
+                    " MAX_DELETED_TASKS_PER_USER)",
+                },
+                "message": {"type": "string"},
+            },
         },
         "Task": {
             "type": "object",
@@ -357,7 +365,8 @@ ERROR_DESCRIPTIONS = {
     412: "If-Match does not match the task's current ETag",
     413: f"Request body over {MAX_BODY_BYTES} bytes",
     415: "The body is not JSON",
-    422: "Invalid input; details lists each field's problem",
+    422: "Invalid input, or a limit of the user's tasks reached; details names each refused"
+    " field, parameter, header or limit",
     429: "Too many failed logins or registrations from this address, or too many of your"
     " requests at once (DB_POOL_MAX_PER_USER); see Retry-After",
     503: "The database is unavailable or busy (service_unavailable), or did not answer in time"

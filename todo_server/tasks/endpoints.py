@@ -119,9 +119,33 @@ def task_response(
 
 
 def quota_error(settings: Settings) -> ValidationFailed:
+    """A create or restore refused by the live-task quota, naming the setting and its value."""
+    cap = settings.max_tasks_per_user
     return ValidationFailed(
-        f"Task limit reached: at most {settings.max_tasks_per_user} tasks per user;"
-        " delete some before creating more"
+        f"Task limit reached: at most {cap} tasks per user; delete some before creating more",
+        details=[
+            {
+                "field": "MAX_TASKS_PER_USER",
+                "message": f"is {cap}: the user has that many live tasks; delete some first",
+            }
+        ],
+    )
+
+
+def deleted_cap_error(settings: Settings) -> ValidationFailed:
+    """A delete refused by the cap on deleted tasks, naming the setting and its value."""
+    cap = settings.max_deleted_tasks_per_user
+    days = settings.task_retention_days
+    return ValidationFailed(
+        f"Too many deleted tasks kept for restore: at most {cap}; deleted tasks"
+        f" are purged {days} days after deletion",
+        details=[
+            {
+                "field": "MAX_DELETED_TASKS_PER_USER",
+                "message": f"is {cap}: the user keeps that many deleted tasks for restore,"
+                f" each until it is purged {days} days after its deletion",
+            }
+        ],
     )
 
 
@@ -355,10 +379,7 @@ async def delete_task(request: Request) -> Response:
         if deleted is None:
             found = await store.find_task_any_state(conn, user_id, task_id)
             if found and not found[1] and (if_match is None or found[0].version in if_match):
-                raise ValidationFailed(  # it is there and matches: the cap refused it
-                    f"Too many deleted tasks kept for restore: at most {cap}; deleted tasks"
-                    f" are purged {settings.task_retention_days} days after deletion"
-                )
+                raise deleted_cap_error(settings)  # it is there and matches: the cap refused it
             raise await missing(conn, user_id, task_id, if_match)
     if settings.compatible:  # frontends that call res.json() on the answer
         return task_response(deleted)
