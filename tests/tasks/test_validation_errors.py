@@ -1,6 +1,7 @@
 """Every way to a 422, each answered with its whole body: ``details`` names what was refused.
 
-One case per place in the package that raises ``ValidationFailed``, so a client
+One case per place in the package that raises ``ValidationFailed`` (the tasks
+API's and the accounts' alike), so a client
 can always tell which field, query parameter, header or limit refused it, and
 ``test_every_validation_failed_in_the_package_names_what_it_refused`` keeps new
 ones from arriving without ``details``.
@@ -222,6 +223,31 @@ def sync_page_cursor_with_odd_insides(ada, db):
     cursor = CursorCodec(TEST_SECRET).encode(PageToken("changes", "x", ""))
     r = ada.request("GET", params={"sync_token": token, "cursor": cursor}, headers=REQUEST_ID)
     return r, body(INVALID, ("cursor", "is not a cursor this server issued"))
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+@case
+def register_with_invalid_fields(client, db):
+    r = client.post(
+        "/auth/register",
+        json={"email": "not an address", "password": "short", "role": "admin"},
+        headers=REQUEST_ID,
+    )
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+    return r, body(
+        INVALID,
+        ("role", "unknown field"),
+        ("email", "must be an email address like name@example.com"),
+        ("password", "must be 8 to 1024 characters"),
+    )
+
+
+@case
+def login_form_without_a_password(client, db):
+    r = client.post("/auth/login", data={"username": "ada@example.com"}, headers=REQUEST_ID)
+    return r, body(INVALID, ("password", "is required"))
 
 
 @pytest.mark.parametrize("name", CASES)
