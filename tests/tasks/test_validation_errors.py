@@ -1,8 +1,8 @@
 """Every way to a 422, each answered with its whole body: ``details`` names what was refused.
 
 One case per place in the package that raises ``ValidationFailed`` (the tasks
-API's and the accounts' alike), so a client
-can always tell which field, query parameter, header or limit refused it, and
+API's and the accounts' alike), so a client can always tell which field, query
+parameter, header or limit refused it, and
 ``test_every_validation_failed_in_the_package_names_what_it_refused`` keeps new
 ones from arriving without ``details``.
 """
