@@ -265,11 +265,17 @@ def test_every_validation_failed_in_the_package_names_what_it_refused():
     bare = []
     for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
+            called_bare = (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
                 and node.func.id == "ValidationFailed"
                 and not any(keyword.arg == "details" for keyword in node.keywords)
-            ):
+            )
+            raised_bare = (
+                isinstance(node, ast.Raise)
+                and isinstance(node.exc, ast.Name)
+                and node.exc.id == "ValidationFailed"
+            )
+            if called_bare or raised_bare:
                 bare.append(f"{path.relative_to(package)}:{node.lineno}")
     assert bare == []
