@@ -151,7 +151,9 @@ def test_a_sync_token_from_before_a_purge_is_refused_with_410(ada, db, database_
 # --- the purge functions, called by the runtime role with any arguments -------------
 
 
-def test_the_runtime_role_cannot_purge_deleted_tasks_before_their_retention(ada, bob, db, database_url):
+def test_the_runtime_role_cannot_purge_deleted_tasks_before_their_retention(
+    ada, bob, db, database_url
+):
     for user in (ada, bob):
         task = user.create()
         assert user.request("DELETE", f"/{task['id']}").status_code == 204
@@ -161,9 +163,7 @@ def test_the_runtime_role_cannot_purge_deleted_tasks_before_their_retention(ada,
             "SELECT todo_purge_deleted_tasks(now() + interval '1 day', 100000)"
         ).fetchone()
         assert purged == (0,)
-        far = runtime.execute(
-            "SELECT todo_purge_deleted_tasks('infinity', 100000)"
-        ).fetchone()
+        far = runtime.execute("SELECT todo_purge_deleted_tasks('infinity', 100000)").fetchone()
         assert far == (0,)
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
     assert db.execute("SELECT id, purged_xid FROM users ORDER BY id").fetchall() == horizons
