@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import psycopg
@@ -378,3 +379,64 @@ def test_signatures_in_either_base64_alphabet_are_checked():
     mixed_up = signature.replace("+", "/", 1)
     with pytest.raises(InvalidToken, match="bad signature"):
         better_auth_sessions.session_token(f"{token}.{mixed_up}", secret)
+
+
+# --- expiry, whatever the database's TimeZone --------------------------------------
+
+
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp"])
+def test_expiry_is_compared_in_utc_whatever_the_database_time_zone(
+    pg_server, make_client, column_type
+):
+    """Better Auth 1.4+ makes expiresAt timestamptz; 1.3.x made it timestamp without time
+    zone and writes the UTC wall-clock time into it. Either way, under a database TimeZone
+    far from UTC (either side), an expired session is refused and a live one accepted."""
+    url = pg_server.create_database("better_auth_tz")
+    ensure_reader_role(pg_server.admin_url)
+    server = BetterAuthServer(url, TEST_SECRET)
+    try:
+        expired, live = server.sign_up("Ada"), server.sign_up("Bob")
+    finally:
+        server.stop()
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for grant in READ_ONLY_GRANTS:
+            conn.execute(grant)
+        if column_type == "timestamp":
+            conn.execute(
+                """ALTER TABLE session ALTER COLUMN "expiresAt" TYPE timestamp"""
+                """ USING "expiresAt" AT TIME ZONE 'UTC'"""
+            )
+        for user, expires_at in (
+            (expired, now - timedelta(hours=1)),
+            (live, now + timedelta(hours=1)),
+        ):
+            # As Better Auth writes it: an instant, or the UTC wall clock without a zone.
+            value = expires_at if column_type == "timestamptz" else expires_at.replace(tzinfo=None)
+            conn.execute(
+                'UPDATE session SET "expiresAt" = %s WHERE token = %s', (value, user.token)
+            )
+        kind = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            """ WHERE attrelid = 'session'::regclass AND attname = 'expiresAt'"""
+        ).fetchone()
+        database = conn.info.dbname
+        assert kind == (
+            {"timestamptz": "timestamp with time zone"}.get(
+                column_type, "timestamp without time zone"
+            ),
+        )
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14, UTC-11
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET TimeZone = {}").format(
+                    sql.Identifier(database), sql.Literal(zone)
+                )
+            )
+        client = make_client(
+            BETTER_AUTH_DATABASE_URL=as_role(url, READER), BETTER_AUTH_SESSION_CACHE_TTL="0"
+        )
+        r = client.get("/auth/me", headers=bearer(expired.token))
+        assert_401(r, "expired", message="Session has expired")
+        r = client.get("/auth/me", headers=bearer(live.token))
+        assert r.status_code == 200, (zone, r.text)

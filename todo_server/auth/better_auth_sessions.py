@@ -60,6 +60,10 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,255}")
 #: 32 bytes of HMAC-SHA256 in base64 (Better Auth's alphabet and padding, or base64url).
 SIGNATURE_PATTERN = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
 
+# The expiry is compared as epoch seconds, never as a timestamp against now():
+# extract(epoch) of a timestamptz is the instant, and of a timestamp without time
+# zone (Better Auth 1.3.x made expiresAt so, and writes the UTC wall clock into it)
+# the wall clock read as UTC, so neither depends on the database's TimeZone.
 SESSION_LOOKUP_SQL = sql.SQL(
     """
 SELECT s.{user_id}::text AS user_id,
