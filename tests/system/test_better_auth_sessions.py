@@ -22,6 +22,7 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
+from devtools.liveserver import ROOT
 from devtools.postgres import as_role
 from tests.support.assertions import assert_401, assert_503
 from tests.support.better_auth import BetterAuthServer
@@ -182,6 +183,85 @@ def test_configured_table_and_column_names(pg_server, make_client):
         assert r.json() == {"id": ada.user_id, "email": ada.email, "name": "Ada"}
 
 
+# --- the one-token lookup function (the documented set-up) ----------------------
+
+LOOKUP_FUNCTION_FILE = ROOT / "deploy" / "better-auth-session-lookup.sql"
+
+
+@pytest.fixture(scope="module")
+def function_database(pg_server) -> Iterator[tuple[str, BetterAuthServer]]:
+    """Better Auth's database with the lookup function, and READER granted only EXECUTE."""
+    url = pg_server.create_database("better_auth_fn")
+    ensure_reader_role(pg_server.admin_url)
+    server = BetterAuthServer(url, TEST_SECRET)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LOOKUP_FUNCTION_FILE.read_text())
+    yield url, server
+    server.stop()
+
+
+def test_the_lookup_function_verifies_a_token_and_the_role_reads_no_session(
+    function_database, make_client
+):
+    url, server = function_database
+    ada, bob = server.sign_up("Ada"), server.sign_up("Bob")
+    client = make_client(
+        BETTER_AUTH_DATABASE_URL=as_role(url, READER),
+        BETTER_AUTH_SESSION_LOOKUP="function",
+        BETTER_AUTH_SESSION_CACHE_TTL="0",
+    )
+    for user in (ada, bob):
+        for credential in (user.token, user.cookie):
+            r = client.get("/auth/me", headers=bearer(credential))
+            assert r.status_code == 200, r.text
+            assert r.json() == {"id": user.user_id, "email": user.email, "name": user.name}
+    assert_401(client.get("/auth/me", headers=bearer(secrets.token_urlsafe(24))), "unknown session")
+    expire(url, bob.token, -60)
+    assert_401(
+        client.get("/auth/me", headers=bearer(bob.token)), "expired", message="Session has expired"
+    )
+
+    with psycopg.connect(as_role(url, READER), autocommit=True) as reader:
+        # EXECUTE only: one token it holds in, its session's user out; no listing.
+        row = reader.execute("SELECT user_id FROM todo_session_user(%s)", (ada.token,)).fetchone()
+        assert row == (ada.user_id,)
+        for statement in (
+            "SELECT token FROM session",
+            'SELECT "userId" FROM session',
+            'SELECT id, email FROM "user"',
+            "SELECT * FROM account",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(statement)
+        for guess in ("%", "", None):  # no pattern, no wildcard
+            assert reader.execute("SELECT * FROM todo_session_user(%s)", (guess,)).fetchall() == []
+        definition = reader.execute(
+            "SELECT p.prosecdef, p.proconfig, has_function_privilege('public',"
+            " p.oid, 'EXECUTE') FROM pg_proc AS p WHERE p.proname = 'todo_session_user'"
+        ).fetchone()
+    assert definition == (True, ["search_path=pg_catalog, pg_temp"], False)
+
+
+def test_without_execute_the_function_lookup_is_503_and_says_what_to_check(
+    function_database, make_client, caplog
+):
+    url, server = function_database
+    ada = server.sign_up("Ada")
+    client = make_client(
+        BETTER_AUTH_DATABASE_URL=as_role(url, "todo_app"), BETTER_AUTH_SESSION_LOOKUP="function"
+    )
+    with caplog.at_level(logging.ERROR, logger="todo_server.sessions"):
+        assert_503(client.get("/auth/me", headers=bearer(ada.token)))
+    assert "GRANT EXECUTE" in caplog.text and "todo_session_user" in caplog.text
+    assert ada.token not in caplog.text
+
+
+def test_the_authentication_page_documents_the_lookup_function():
+    page = (ROOT / "docs" / "authentication.md").read_text()
+    assert LOOKUP_FUNCTION_FILE.read_text().partition("CREATE FUNCTION")[2] in page
+    assert "BETTER_AUTH_SESSION_LOOKUP=function" in page
+
+
 # --- what stops working, and when -------------------------------------------
 
 
@@ -327,8 +407,6 @@ def test_missing_grants_and_wrong_names_are_503_and_logged(
 
 
 def test_the_authentication_page_documents_the_read_only_grants():
-    from devtools.liveserver import ROOT
-
     page = (ROOT / "docs" / "authentication.md").read_text()
     for grant in READ_ONLY_GRANTS:
         assert grant in page
