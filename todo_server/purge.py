@@ -13,8 +13,9 @@ Deleted tasks and idempotency keys are purged by SECURITY DEFINER functions
 (sql/0009, sql/0011) that clamp the cutoff they are given with the database's
 own clock: a caller may purge less, never more. Deleted tasks are kept at least
 the owner's ``purge_policy`` retention (30 days unless the owner lowers it),
-whatever ``TASK_RETENTION_DAYS`` says; keys their 24 hours. Only the throttling
-rows take the time to compare against as given.
+whatever ``TASK_RETENTION_DAYS`` says; keys their 24 hours. Throttling rows are
+likewise kept their whole window by the database's clock (login_throttle.py
+counts them by it), so a server whose clock runs ahead cannot purge them early.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ PURGE_LOGIN_FAILURES_SQL = """
 WITH gone AS (
     DELETE FROM login_failures
     WHERE id IN (
-        SELECT id FROM login_failures WHERE failed_at < %(before)s LIMIT %(batch)s
+        SELECT id FROM login_failures
+        WHERE failed_at < least(%(before)s, now() - make_interval(secs => %(window)s))
+        LIMIT %(batch)s
     )
     RETURNING 1
 )
@@ -113,7 +116,9 @@ async def purge(
                 if not row or not row["locked"]:
                     result.skipped = True
                     return result
-                cursor = await conn.execute(statement, {"before": before, "batch": batch})
+                cursor = await conn.execute(
+                    statement, {"before": before, "batch": batch, "window": WINDOW_SECONDS}
+                )
                 row = await cursor.fetchone()
             purged = row["purged"] if row else 0
             setattr(result, kind, getattr(result, kind) + purged)
