@@ -499,11 +499,12 @@ def test_expiry_is_compared_in_utc_whatever_the_database_time_zone(
             """ WHERE attrelid = 'session'::regclass AND attname = 'expiresAt'"""
         ).fetchone()
         database = conn.info.dbname
-        assert kind == (
-            {"timestamptz": "timestamp with time zone"}.get(
-                column_type, "timestamp without time zone"
-            ),
-        )
+        names = {
+            "timestamptz": "timestamp with time zone",
+            "timestamp": "timestamp without time zone",
+        }
+        assert kind == (names[column_type],)
+        conn.execute(LOOKUP_FUNCTION_FILE.read_text())  # the function reads the column too
     for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14, UTC-11
         with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
             conn.execute(
@@ -511,10 +512,15 @@ def test_expiry_is_compared_in_utc_whatever_the_database_time_zone(
                     sql.Identifier(database), sql.Literal(zone)
                 )
             )
-        client = make_client(
-            BETTER_AUTH_DATABASE_URL=as_role(url, READER), BETTER_AUTH_SESSION_CACHE_TTL="0"
-        )
-        r = client.get("/auth/me", headers=bearer(expired.token))
-        assert_401(r, "expired", message="Session has expired")
-        r = client.get("/auth/me", headers=bearer(live.token))
-        assert r.status_code == 200, (zone, r.text)
+        with psycopg.connect(as_role(url, READER)) as reader:
+            assert reader.execute("SHOW TimeZone").fetchone() == (zone,)
+        for lookup in ("table", "function"):
+            client = make_client(
+                BETTER_AUTH_DATABASE_URL=as_role(url, READER),
+                BETTER_AUTH_SESSION_CACHE_TTL="0",
+                BETTER_AUTH_SESSION_LOOKUP=lookup,
+            )
+            r = client.get("/auth/me", headers=bearer(expired.token))
+            assert_401(r, "expired", message="Session has expired")
+            r = client.get("/auth/me", headers=bearer(live.token))
+            assert r.status_code == 200, (zone, lookup, r.text)
