@@ -9,8 +9,13 @@ PgBouncer's transaction pooling, unlike a session lock). Batches are small, so
 no purge holds locks or a connection for long; rows another transaction holds
 are skipped and purged next time.
 
-Every statement takes the time to compare against as a parameter, so tests
-control the clock instead of waiting for it.
+Deleted tasks and idempotency keys are purged by SECURITY DEFINER functions
+(sql/0009, sql/0011) that clamp the cutoff they are given with the database's
+own clock: a caller may purge less, never more. Deleted tasks are kept at least
+the owner's ``purge_policy`` retention (30 days unless the owner lowers it),
+whatever ``TASK_RETENTION_DAYS`` says; keys their 24 hours. Throttling rows are
+likewise kept their whole window by the database's clock (login_throttle.py
+counts them by it), so a server whose clock runs ahead cannot purge them early.
 """
 
 from __future__ import annotations
@@ -42,11 +47,20 @@ PURGE_TASKS_SQL = "SELECT todo_purge_deleted_tasks(%(before)s, %(batch)s) AS pur
 
 PURGE_IDEMPOTENCY_KEYS_SQL = "SELECT todo_purge_idempotency_keys(%(before)s, %(batch)s) AS purged"
 
+#: The shortest retention the database allows any caller (the owner's to change).
+RETENTION_FLOOR_SQL = """
+SELECT coalesce(
+    (SELECT extract(epoch FROM deleted_task_retention) FROM purge_policy), 30 * 86400
+)::float8 / 86400 AS days
+"""
+
 PURGE_LOGIN_FAILURES_SQL = """
 WITH gone AS (
     DELETE FROM login_failures
     WHERE id IN (
-        SELECT id FROM login_failures WHERE failed_at < %(before)s LIMIT %(batch)s
+        SELECT id FROM login_failures
+        WHERE failed_at < least(%(before)s, now() - make_interval(secs => %(window)s))
+        LIMIT %(batch)s
     )
     RETURNING 1
 )
@@ -102,7 +116,9 @@ async def purge(
                 if not row or not row["locked"]:
                     result.skipped = True
                     return result
-                cursor = await conn.execute(statement, {"before": before, "batch": batch})
+                cursor = await conn.execute(
+                    statement, {"before": before, "batch": batch, "window": WINDOW_SECONDS}
+                )
                 row = await cursor.fetchone()
             purged = row["purged"] if row else 0
             setattr(result, kind, getattr(result, kind) + purged)
@@ -111,16 +127,36 @@ async def purge(
     return result
 
 
+async def retention_floor_days(conn: DictConnection) -> float:
+    """The days the database keeps deleted tasks at least, whatever its caller asks."""
+    cursor = await conn.execute(RETENTION_FLOOR_SQL)
+    row = await cursor.fetchone()
+    return float(row["days"]) if row else 30.0
+
+
 async def purge_periodically(pool: Pool, *, interval: float, retention_days: int) -> None:
     """The service's timer: purge every ``interval`` seconds until cancelled.
 
     A failed round (database away, busy) is logged and tried again next time.
     At most 20 batches a round, so one round never holds a connection long.
+    The first round that reaches the database warns when ``TASK_RETENTION_DAYS``
+    is shorter than the database allows.
     """
+    checked = False
     while True:
         await asyncio.sleep(interval)
         try:
             async with pool.connection() as conn:
+                if not checked:
+                    floor = await retention_floor_days(conn)
+                    checked = True
+                    if retention_days < floor:
+                        logger.warning(
+                            "TASK_RETENTION_DAYS is %d but the database keeps deleted tasks at"
+                            " least %g days (its purge_policy, docs/deploy.md: Purging)",
+                            retention_days,
+                            floor,
+                        )
                 result = await purge(conn, retention_days=retention_days, max_batches=20)
         except (psycopg.Error, PoolTimeout) as exc:
             logger.warning("purge failed (%s); trying again in %ss", type(exc).__name__, interval)

@@ -103,6 +103,7 @@ def test_session_store_settings():
     assert columns == ("token", "userId", "expiresAt")
     assert (store.user_key_column, store.email_column, store.name_column) == ("id", "email", "name")
     assert (store.cache_ttl, store.pool_timeout) == (60.0, 5.0)
+    assert store.lookup == "table"
     other = "postgresql://reader:s3cret-pw@auth.example.com/better_auth"
     custom = load_settings(
         env(
@@ -112,6 +113,7 @@ def test_session_store_settings():
             BETTER_AUTH_USER_TABLE="users",
             BETTER_AUTH_USER_COLUMNS="id,email_address,full_name",
             BETTER_AUTH_SESSION_CACHE_TTL="1.5",
+            BETTER_AUTH_SESSION_LOOKUP="Function",
             DB_POOL_TIMEOUT="2",
         )
     ).session_store
@@ -119,6 +121,7 @@ def test_session_store_settings():
     assert (custom.session_table, custom.user_table) == (("auth", "sessions"), ("users",))
     assert custom.user_id_column == "user_id" and custom.name_column == "full_name"
     assert (custom.cache_ttl, custom.pool_timeout) == (1.5, 2.0)
+    assert custom.lookup == "function"
     assert "s3cret-pw" not in repr(custom) and "s3cret-pw" not in custom.display_url
 
 
@@ -182,6 +185,7 @@ def test_production_logs_json_by_default():
                 ("BETTER_AUTH_USER_COLUMNS", "id,e.mail,name"),
                 ("BETTER_AUTH_SESSION_CACHE_TTL", "61"),  # at most a minute
                 ("BETTER_AUTH_SESSION_CACHE_TTL", "-1"),
+                ("BETTER_AUTH_SESSION_LOOKUP", "view"),
             ]
         ],
         ("LOGIN_MAX_FAILURES", {"LOGIN_MAX_FAILURES": "0"}),

@@ -166,3 +166,39 @@ def test_start_up_warns_about_a_privileged_role_or_missing_timeouts(database_url
     ]
     owner = asyncio.run(warnings(database_url))  # the admin: superuser and owner
     assert owner[0].startswith("the service connects as 'postgres', a superuser")
+
+
+# --- what row-level security does not cover: the runtime role acts as any user ---------
+
+
+def test_the_runtime_role_cannot_back_date_a_deletion(runtime, two_users, db):
+    """deleted_at is the time of the delete: back-dated, a live task would be purged at once."""
+    _, ada_task, _, _ = two_users
+    act_as(runtime, "ada")
+    for statement, params in (
+        ("UPDATE tasks SET deleted_at = now() - interval '60 days' WHERE id = %s", ada_task["id"]),
+        ("UPDATE tasks SET deleted_at = now() + interval '1 day' WHERE id = %s", ada_task["id"]),
+        (
+            "INSERT INTO tasks (user_id, title, deleted_at)"
+            " VALUES ('ada', 'planted', now() - interval '60 days') RETURNING %s",
+            "x",
+        ),
+    ):
+        with pytest.raises(psycopg.errors.CheckViolation, match="deleted_at may only be"):
+            runtime.execute(statement, (params,))
+        runtime.rollback()
+        act_as(runtime, "ada")
+    # A delete as the service makes it, and a restore, still work; a deleted task stays dated.
+    runtime.execute("UPDATE tasks SET deleted_at = now() WHERE id = %s", (ada_task["id"],))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        runtime.execute(
+            "UPDATE tasks SET deleted_at = deleted_at - interval '60 days' WHERE id = %s",
+            (ada_task["id"],),
+        )
+    runtime.rollback()
+    act_as(runtime, "ada")
+    runtime.execute("UPDATE tasks SET deleted_at = now() WHERE id = %s", (ada_task["id"],))
+    runtime.execute("UPDATE tasks SET title = 'still deleted' WHERE id = %s", (ada_task["id"],))
+    runtime.execute("UPDATE tasks SET deleted_at = NULL WHERE id = %s", (ada_task["id"],))
+    runtime.commit()
+    assert db.execute("SELECT count(*) FROM tasks WHERE deleted_at IS NULL").fetchone() == (2,)

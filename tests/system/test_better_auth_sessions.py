@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import psycopg
@@ -21,6 +22,7 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
+from devtools.liveserver import ROOT
 from devtools.postgres import as_role
 from tests.support.assertions import assert_401, assert_503
 from tests.support.better_auth import BetterAuthServer
@@ -181,6 +183,85 @@ def test_configured_table_and_column_names(pg_server, make_client):
         assert r.json() == {"id": ada.user_id, "email": ada.email, "name": "Ada"}
 
 
+# --- the one-token lookup function (the documented set-up) ----------------------
+
+LOOKUP_FUNCTION_FILE = ROOT / "deploy" / "better-auth-session-lookup.sql"
+
+
+@pytest.fixture(scope="module")
+def function_database(pg_server) -> Iterator[tuple[str, BetterAuthServer]]:
+    """Better Auth's database with the lookup function, and READER granted only EXECUTE."""
+    url = pg_server.create_database("better_auth_fn")
+    ensure_reader_role(pg_server.admin_url)
+    server = BetterAuthServer(url, TEST_SECRET)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LOOKUP_FUNCTION_FILE.read_text())
+    yield url, server
+    server.stop()
+
+
+def test_the_lookup_function_verifies_a_token_and_the_role_reads_no_session(
+    function_database, make_client
+):
+    url, server = function_database
+    ada, bob = server.sign_up("Ada"), server.sign_up("Bob")
+    client = make_client(
+        BETTER_AUTH_DATABASE_URL=as_role(url, READER),
+        BETTER_AUTH_SESSION_LOOKUP="function",
+        BETTER_AUTH_SESSION_CACHE_TTL="0",
+    )
+    for user in (ada, bob):
+        for credential in (user.token, user.cookie):
+            r = client.get("/auth/me", headers=bearer(credential))
+            assert r.status_code == 200, r.text
+            assert r.json() == {"id": user.user_id, "email": user.email, "name": user.name}
+    assert_401(client.get("/auth/me", headers=bearer(secrets.token_urlsafe(24))), "unknown session")
+    expire(url, bob.token, -60)
+    assert_401(
+        client.get("/auth/me", headers=bearer(bob.token)), "expired", message="Session has expired"
+    )
+
+    with psycopg.connect(as_role(url, READER), autocommit=True) as reader:
+        # EXECUTE only: one token it holds in, its session's user out; no listing.
+        row = reader.execute("SELECT user_id FROM todo_session_user(%s)", (ada.token,)).fetchone()
+        assert row == (ada.user_id,)
+        for statement in (
+            "SELECT token FROM session",
+            'SELECT "userId" FROM session',
+            'SELECT id, email FROM "user"',
+            "SELECT * FROM account",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(statement)
+        for guess in ("%", "", None):  # no pattern, no wildcard
+            assert reader.execute("SELECT * FROM todo_session_user(%s)", (guess,)).fetchall() == []
+        definition = reader.execute(
+            "SELECT p.prosecdef, p.proconfig, has_function_privilege('public',"
+            " p.oid, 'EXECUTE') FROM pg_proc AS p WHERE p.proname = 'todo_session_user'"
+        ).fetchone()
+    assert definition == (True, ["search_path=pg_catalog, pg_temp"], False)
+
+
+def test_without_execute_the_function_lookup_is_503_and_says_what_to_check(
+    function_database, make_client, caplog
+):
+    url, server = function_database
+    ada = server.sign_up("Ada")
+    client = make_client(
+        BETTER_AUTH_DATABASE_URL=as_role(url, "todo_app"), BETTER_AUTH_SESSION_LOOKUP="function"
+    )
+    with caplog.at_level(logging.ERROR, logger="todo_server.sessions"):
+        assert_503(client.get("/auth/me", headers=bearer(ada.token)))
+    assert "GRANT EXECUTE" in caplog.text and "todo_session_user" in caplog.text
+    assert ada.token not in caplog.text
+
+
+def test_the_authentication_page_documents_the_lookup_function():
+    page = (ROOT / "docs" / "authentication.md").read_text()
+    assert LOOKUP_FUNCTION_FILE.read_text().partition("CREATE FUNCTION")[2] in page
+    assert "BETTER_AUTH_SESSION_LOOKUP=function" in page
+
+
 # --- what stops working, and when -------------------------------------------
 
 
@@ -326,8 +407,6 @@ def test_missing_grants_and_wrong_names_are_503_and_logged(
 
 
 def test_the_authentication_page_documents_the_read_only_grants():
-    from devtools.liveserver import ROOT
-
     page = (ROOT / "docs" / "authentication.md").read_text()
     for grant in READ_ONLY_GRANTS:
         assert grant in page
@@ -378,3 +457,70 @@ def test_signatures_in_either_base64_alphabet_are_checked():
     mixed_up = signature.replace("+", "/", 1)
     with pytest.raises(InvalidToken, match="bad signature"):
         better_auth_sessions.session_token(f"{token}.{mixed_up}", secret)
+
+
+# --- expiry, whatever the database's TimeZone --------------------------------------
+
+
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp"])
+def test_expiry_is_compared_in_utc_whatever_the_database_time_zone(
+    pg_server, make_client, column_type
+):
+    """Better Auth 1.4+ makes expiresAt timestamptz; 1.3.x made it timestamp without time
+    zone and writes the UTC wall-clock time into it. Either way, under a database TimeZone
+    far from UTC (either side), an expired session is refused and a live one accepted."""
+    url = pg_server.create_database("better_auth_tz")
+    ensure_reader_role(pg_server.admin_url)
+    server = BetterAuthServer(url, TEST_SECRET)
+    try:
+        expired, live = server.sign_up("Ada"), server.sign_up("Bob")
+    finally:
+        server.stop()
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for grant in READ_ONLY_GRANTS:
+            conn.execute(grant)
+        if column_type == "timestamp":
+            conn.execute(
+                """ALTER TABLE session ALTER COLUMN "expiresAt" TYPE timestamp"""
+                """ USING "expiresAt" AT TIME ZONE 'UTC'"""
+            )
+        for user, expires_at in (
+            (expired, now - timedelta(hours=1)),
+            (live, now + timedelta(hours=1)),
+        ):
+            # As Better Auth writes it: an instant, or the UTC wall clock without a zone.
+            value = expires_at if column_type == "timestamptz" else expires_at.replace(tzinfo=None)
+            conn.execute(
+                'UPDATE session SET "expiresAt" = %s WHERE token = %s', (value, user.token)
+            )
+        kind = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            """ WHERE attrelid = 'session'::regclass AND attname = 'expiresAt'"""
+        ).fetchone()
+        database = conn.info.dbname
+        names = {
+            "timestamptz": "timestamp with time zone",
+            "timestamp": "timestamp without time zone",
+        }
+        assert kind == (names[column_type],)
+        conn.execute(LOOKUP_FUNCTION_FILE.read_text())  # the function reads the column too
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14, UTC-11
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET TimeZone = {}").format(
+                    sql.Identifier(database), sql.Literal(zone)
+                )
+            )
+        with psycopg.connect(as_role(url, READER)) as reader:
+            assert reader.execute("SHOW TimeZone").fetchone() == (zone,)
+        for lookup in ("table", "function"):
+            client = make_client(
+                BETTER_AUTH_DATABASE_URL=as_role(url, READER),
+                BETTER_AUTH_SESSION_CACHE_TTL="0",
+                BETTER_AUTH_SESSION_LOOKUP=lookup,
+            )
+            r = client.get("/auth/me", headers=bearer(expired.token))
+            assert_401(r, "expired", message="Session has expired")
+            r = client.get("/auth/me", headers=bearer(live.token))
+            assert r.status_code == 200, (zone, lookup, r.text)

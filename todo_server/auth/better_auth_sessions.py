@@ -9,7 +9,10 @@ a signature, when present, must match ``BETTER_AUTH_SECRET``.
 
 A token is looked up with one equality query on the token column (Better Auth
 creates a unique index on it), through a small pool of this module's own, read
-only. A session found is remembered for at most ``cache_ttl`` seconds and never
+only: by calling ``todo_session_user(token)``, a SECURITY DEFINER function in
+Better Auth's database (``BETTER_AUTH_SESSION_LOOKUP=function``, the documented
+set-up: the role can verify a token it holds and read no session), or by reading
+the tables (``table``). A session found is remembered for at most ``cache_ttl`` seconds and never
 past its expiry, so a session Better Auth deleted (sign-out, revocation) stops
 opening the API within that time. Unknown and expired tokens are never
 remembered. When the database cannot answer, the request gets 503, not 401: the
@@ -60,6 +63,10 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,255}")
 #: 32 bytes of HMAC-SHA256 in base64 (Better Auth's alphabet and padding, or base64url).
 SIGNATURE_PATTERN = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
 
+# The expiry is compared as epoch seconds, never as a timestamp against now():
+# extract(epoch) of a timestamptz is the instant, and of a timestamp without time
+# zone (Better Auth 1.3.x made expiresAt so, and writes the UTC wall clock into it)
+# the wall clock read as UTC, so neither depends on the database's TimeZone.
 SESSION_LOOKUP_SQL = sql.SQL(
     """
 SELECT s.{user_id}::text AS user_id,
@@ -75,8 +82,20 @@ WHERE s.{token} = %(token)s
 )
 
 
+#: The one-token lookup (deploy/better-auth-session-lookup.sql): its role may call
+#: it with a token it holds, and cannot read the session table.
+SESSION_FUNCTION = "todo_session_user"
+SESSION_FUNCTION_SQL = sql.SQL(
+    "SELECT f.user_id, f.email, f.name, f.expires_at, f.expires_in FROM {function}(%(token)s) AS f"
+)
+
+
 def session_lookup_sql(settings: SessionStoreSettings) -> sql.Composed:
-    """The lookup with the configured table and column names, quoted as identifiers."""
+    """The lookup: a call of the function, in the session table's schema when that is
+    named, or the query with the configured table and column names, quoted as identifiers."""
+    if settings.lookup == "function":
+        schema = settings.session_table[:-1]
+        return SESSION_FUNCTION_SQL.format(function=sql.Identifier(*schema, SESSION_FUNCTION))
     return SESSION_LOOKUP_SQL.format(
         session_table=sql.Identifier(*settings.session_table),
         user_table=sql.Identifier(*settings.user_table),
@@ -87,6 +106,19 @@ def session_lookup_sql(settings: SessionStoreSettings) -> sql.Composed:
         email=sql.Identifier(settings.email_column),
         name=sql.Identifier(settings.name_column),
     )
+
+
+#: What to check when a lookup fails for a reason other than the database being away.
+LOOKUP_CHECKS = {
+    "function": (
+        f"that {SESSION_FUNCTION}(text) exists (deploy/better-auth-session-lookup.sql), in"
+        " BETTER_AUTH_SESSION_TABLE's schema, and the role's GRANT EXECUTE on it"
+    ),
+    "table": (
+        "BETTER_AUTH_SESSION_TABLE, BETTER_AUTH_SESSION_COLUMNS, BETTER_AUTH_USER_TABLE,"
+        " BETTER_AUTH_USER_COLUMNS and the role's GRANT SELECT"
+    ),
+}
 
 
 def session_token(presented: str, secret: bytes) -> str:
@@ -163,7 +195,9 @@ class SessionStore:
         logger.info(
             "opaque session tokens are looked up in %s (%s)",
             self.settings.display_url,
-            ".".join(self.settings.session_table),
+            f"{SESSION_FUNCTION}()"
+            if self.settings.lookup == "function"
+            else ".".join(self.settings.session_table),
         )
 
     async def close(self) -> None:
@@ -219,10 +253,10 @@ class SessionStore:
         except psycopg.Error as exc:
             # A wrong table or column name, or a missing GRANT: say which, never the token.
             logger.error(
-                "looking up a session failed: %s (SQLSTATE %s); check BETTER_AUTH_SESSION_TABLE,"
-                " BETTER_AUTH_SESSION_COLUMNS, BETTER_AUTH_USER_TABLE, BETTER_AUTH_USER_COLUMNS"
-                " and the role's GRANT SELECT (docs/authentication.md: Better Auth session tokens)",
+                "looking up a session failed: %s (SQLSTATE %s); check %s"
+                " (docs/authentication.md: Better Auth session tokens)",
                 type(exc).__name__,
                 exc.sqlstate,
+                LOOKUP_CHECKS[self.settings.lookup],
             )
             raise SessionStoreUnavailable(type(exc).__name__) from None

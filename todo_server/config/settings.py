@@ -70,6 +70,8 @@ class SessionStoreSettings:
     """Where Better Auth keeps its sessions, for opaque bearer tokens; no secret in repr."""
 
     url: str = field(repr=False)
+    #: ``function`` (todo_session_user, in the session table's schema) or ``table``.
+    lookup: str
     session_table: tuple[str, ...]
     token_column: str
     user_id_column: str
@@ -322,6 +324,7 @@ def _session_store(
     user_key, email, name = _read(env, "BETTER_AUTH_USER_COLUMNS")
     return SessionStoreSettings(
         url=url,
+        lookup=_read(env, "BETTER_AUTH_SESSION_LOOKUP"),
         session_table=_read(env, "BETTER_AUTH_SESSION_TABLE"),
         token_column=token,
         user_id_column=user_id,

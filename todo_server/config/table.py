@@ -33,6 +33,8 @@ LOG_FORMATS = ("text", "json")
 #: existing frontends expect (list as a bare array, DELETE answers the task).
 API_DIALECTS = ("standard", "compatible")
 
+#: function: the one-token SECURITY DEFINER function (the documented set-up); table: SELECT.
+SESSION_LOOKUPS = ("table", "function")
 #: A looked-up session may be remembered at most this long.
 MAX_SESSION_CACHE_TTL = 60.0
 #: Better Auth's own column names: the defaults, and the example a malformed value's error shows.
@@ -365,6 +367,17 @@ SETTINGS: tuple[Setting, ...] = (
         ),
         shown_default="(unset: opaque tokens are refused)",
         example="postgresql://todo_sessions:secret@localhost:5432/better_auth",
+    ),
+    Setting(
+        "BETTER_AUTH_SESSION_LOOKUP",
+        "table",
+        one_of(SESSION_LOOKUPS),
+        (
+            "How a session token is looked up: `function` calls `todo_session_user(token)`, a "
+            "SECURITY DEFINER function in Better Auth's database that its role may only execute "
+            "(recommended: the role cannot list sessions); `table` reads the session and user "
+            "tables, with SELECT on their columns"
+        ),
     ),
     Setting(
         "BETTER_AUTH_SESSION_TABLE",
