@@ -109,9 +109,7 @@ def test_conditional_requests_change_nothing_about_errors(client, ada):
     assert r.status_code == 422  # bad input first
 
 
-def test_a_late_commit_changes_the_etag_while_an_older_transaction_is_open(
-    ada, database_url, db
-):
+def test_a_late_commit_changes_the_etag_while_an_older_transaction_is_open(ada, database_url, db):
     """An older transaction holds the snapshot's xmin below both changes; the ETag still moves."""
     ada.create(title="first")
     with psycopg.connect(database_url) as older, psycopg.connect(as_role(database_url)) as late:

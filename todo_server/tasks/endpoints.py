@@ -36,6 +36,7 @@ from todo_server.tasks import idempotency, listing, store, sync
 from todo_server.tasks.list_query import ListQuery, list_query_from
 from todo_server.tasks.page_tokens import (
     CursorCodec,
+    PageToken,
     decode_changes_cursor,
     decode_sync_token,
     encode_changes_cursor,
@@ -149,18 +150,18 @@ async def list_tasks(request: Request) -> Response:
     wanted = if_none_match(request)
     async with connection_as(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
-            tag = list_etag(request, user_id, await listing.list_state(conn, user_id))
+            state = await listing.list_state(conn, user_id)
+            if state.endswith(listing.WRITTEN_ELSEWHERE):
+                await sync.rebase_foreign_changes(conn, user_id)
+                state = await listing.list_state(conn, user_id)
+            tag = list_etag(request, user_id, state)
             if is_current(wanted, tag):
                 return not_modified(tag)
         try:
-            page = await listing.list_tasks(
-                conn,
-                user_id,
-                sort=query.sort,
-                filters=query.filters(),
-                after=after,
-                limit=query.limit,
-            )
+            page = await read_page(conn, user_id, query, after)
+            if page.state.endswith(listing.WRITTEN_ELSEWHERE):
+                await sync.rebase_foreign_changes(conn, user_id)
+                page = await read_page(conn, user_id, query, after)
         except psycopg.errors.DataError:
             # Only a cursor carries values not checked here; ours always cast.
             raise ValidationFailed.field("cursor", "is not a cursor this server issued") from None
@@ -173,6 +174,15 @@ async def list_tasks(request: Request) -> Response:
     cursor_json = "null" if next_cursor is None else f'"{next_cursor}"'
     body = f'{{"tasks":[{page.bodies}],"count":{page.count},"next_cursor":{cursor_json}}}'
     return RenderedJSON(body.encode(), etag=tag)
+
+
+async def read_page(
+    conn: UserConnection, user_id: str, query: ListQuery, after: PageToken | None
+) -> listing.Page:
+    """One page of the list the query asks for."""
+    return await listing.list_tasks(
+        conn, user_id, sort=query.sort, filters=query.filters(), after=after, limit=query.limit
+    )
 
 
 async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:

@@ -72,10 +72,16 @@ LIMIT %(fetch)s
 # in-progress list does. (The snapshot's xmin alone is not enough: an older,
 # unrelated transaction holds it still while the late change commits.) Those
 # above the newest need nothing: a change of theirs would be the newest.
+# A newest change at or beyond the snapshot's xmax was written by another
+# database (restored into a cluster whose counter is behind): the state then
+# ends in WRITTEN_ELSEWHERE, and ``tasks.sync.rebase_foreign_changes`` must
+# run before the state means anything.
 LIST_STATE = """
 SELECT newest || coalesce((SELECT '.' || string_agg(x::text, '.' ORDER BY x)
                            FROM pg_snapshot_xip(snapshot) AS x
                            WHERE x < newest::text::xid8), '')
+              || CASE WHEN newest::text::xid8 >= pg_snapshot_xmax(snapshot)
+                      THEN '!' ELSE '' END
 FROM (
     SELECT coalesce((SELECT max(s.change_xid) FROM tasks AS s
                      WHERE s.user_id = %(user_id)s), 0) AS newest,
@@ -83,6 +89,9 @@ FROM (
 ) AS now
 """
 LIST_STATE_SQL = "SELECT (" + LIST_STATE + ") AS state"
+
+#: How LIST_STATE ends when the user's newest change is from another database.
+WRITTEN_ELSEWHERE = "!"
 
 # One page as one row, from its rows (id, sort_value, body, position; one more
 # than the limit): the tasks' JSON joined by PostgreSQL, how many rows were

@@ -12,12 +12,24 @@ transaction id at or above it, and the next sync asks for exactly those. A
 change may come twice; none is ever skipped, even one whose transaction waited
 on a lock and committed after later ones. A token from before a purge of the
 user's tombstones is refused (410): the client starts afresh.
+
+Transaction ids belong to one database's history. Restored into a cluster
+whose counter is behind (pg_dump | psql, a provider's logical copy), the
+stored ``change_xid`` and ``users.purged_xid`` are ahead of every id the new
+database will hand out for a long time, and so is every token issued before
+the move. So a token or cursor beyond the snapshot's xmax is refused (410),
+and a user's stored ids at or beyond it are first pulled back to the id of
+the transaction that notices (``rebase_foreign_changes``): from then on the
+user's rows, purge horizon and fresh tokens all count in the new history.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from psycopg.rows import DictRow
 
 from todo_server.errors import SyncTokenExpired
 from todo_server.storage.row_security import UserConnection
@@ -35,7 +47,9 @@ TOMBSTONE_JSON = """json_build_object(
 SYNC_TASKS_SQL = f"""
 SELECT {PAGE_AGGREGATES},
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
-       (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS snapshot_xmax,
+       (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid,
+       (SELECT max(s.change_xid) FROM tasks AS s WHERE s.user_id = %(user_id)s) AS newest
 FROM (
     SELECT t.id::text AS id, t.change_xid AS sort_value,
            CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
@@ -48,6 +62,23 @@ FROM (
     ORDER BY t.change_xid, t.id
     LIMIT %(fetch)s
 ) AS page
+"""
+
+# A user's transaction ids that another database wrote (at or beyond this
+# transaction's own id, so beyond every id this database has handed out),
+# pulled back to this transaction's: the stamp trigger (sql/0006) sets
+# change_xid to it, and the body it re-renders is unchanged. A purge horizon
+# from there becomes this id too, so a token from before this moment is
+# refused rather than trusted. Concurrent runs are harmless: the second finds
+# nothing left at or beyond its own id.
+REBASE_FOREIGN_CHANGES_SQL = """
+WITH rebased AS (
+    UPDATE tasks SET change_xid = 0
+    WHERE user_id = %(user_id)s AND change_xid >= pg_current_xact_id()::text::bigint
+    RETURNING 1
+)
+UPDATE users SET purged_xid = pg_current_xact_id()::text::bigint
+WHERE id = %(user_id)s AND purged_xid >= pg_current_xact_id()::text::bigint
 """
 
 #: Sorts before every real task id, for the first page of a sync.
@@ -82,20 +113,21 @@ async def read_changes(
     after_xid, after_id = -1, NO_TASK_ID
     if after is not None:
         next_floor, after_xid, after_id = after
-    result = await conn.execute(
-        SYNC_TASKS_SQL,
-        {
-            "user_id": user_id,
-            "floor": floor or 0,
-            "since": since,
-            "after_xid": after_xid,
-            "after_id": after_id,
-            "limit": limit,
-            "fetch": limit + 1,
-        },
-    )
-    row = await result.fetchone()
-    assert row is not None  # an aggregate always returns one row
+    params = {
+        "user_id": user_id,
+        "floor": floor or 0,
+        "since": since,
+        "after_xid": after_xid,
+        "after_id": after_id,
+        "limit": limit,
+        "fetch": limit + 1,
+    }
+    row = await _fetch_one(conn, params)
+    if max(row["newest"] or 0, row["purged_xid"] or 0) >= row["snapshot_xmax"]:
+        await rebase_foreign_changes(conn, user_id)
+        row = await _fetch_one(conn, params)
+    if max(floor or 0, next_floor or 0, after_xid) > row["snapshot_xmax"]:
+        raise SyncTokenExpired()  # issued by another database: its ids mean nothing here
     if floor is not None and row["purged_xid"] is not None and floor <= row["purged_xid"]:
         raise SyncTokenExpired()  # a tombstone it has not seen may be purged
     if next_floor is None:
@@ -105,3 +137,15 @@ async def read_changes(
     return SyncPage(
         row["bodies"], min(row["fetched"], limit), None, next_floor=next_floor, last=last
     )
+
+
+async def _fetch_one(conn: UserConnection, params: dict[str, Any]) -> DictRow:
+    result = await conn.execute(SYNC_TASKS_SQL, params)
+    row = await result.fetchone()
+    assert row is not None  # an aggregate always returns one row
+    return row
+
+
+async def rebase_foreign_changes(conn: UserConnection, user_id: str) -> None:
+    """Pull the user's transaction ids written by another database back into this one's."""
+    await conn.execute(REBASE_FOREIGN_CHANGES_SQL, {"user_id": user_id})

@@ -1,0 +1,116 @@
+"""Sync, ETags and purge horizons after the database moves to a cluster whose counter is behind.
+
+pg_dump | psql into a new cluster (or a provider's logical copy) keeps every
+stored transaction id as it was, while the new cluster hands out ids from its
+own, smaller counter. These tests make that state in the test database: they
+add the same large offset to the user's stored ids (``change_xid``,
+``users.purged_xid``) and to the floor of the client's token. Only the order of
+ids matters to the service, and that order is exactly a restore's: the rows and
+the tokens are ahead of every id the database hands out from then on, and the
+changes made after the move get smaller ids than all of them. (A real
+dump/restore into a second cluster is in ``test_a_real_dump_and_restore...``.)
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from tests.support.assertions import assert_error
+from tests.support.signing import TEST_SECRET
+from tests.support.sync_replica import Replica
+from todo_server.tasks.page_tokens import (
+    CursorCodec,
+    decode_changes_cursor,
+    decode_sync_token,
+    encode_changes_cursor,
+    encode_sync_token,
+)
+
+#: Far beyond any id the test cluster will reach: the old cluster's history.
+AHEAD = 1_000_000_000
+CODEC = CursorCodec(TEST_SECRET)
+
+
+def move_to_a_cluster_behind(db, user_id: str, token: str) -> str:
+    """Shift the user's stored ids ahead of this cluster's counter; the token as it now stands."""
+    with db.transaction():
+        # As a restore loads rows: without the trigger that stamps this database's id.
+        db.execute("SET LOCAL session_replication_role = replica")
+        db.execute(
+            "UPDATE tasks SET change_xid = change_xid + %s WHERE user_id = %s", (AHEAD, user_id)
+        )
+        db.execute(
+            "UPDATE users SET purged_xid = pg_current_xact_id()::text::bigint + %s WHERE id = %s",
+            (AHEAD, user_id),
+        )
+    assert db.execute(
+        "SELECT min(change_xid) > %s FROM tasks WHERE user_id = %s", (AHEAD, user_id)
+    ).fetchone()[0]
+    return encode_sync_token(CODEC, decode_sync_token(CODEC, token) + AHEAD)
+
+
+def test_a_token_from_before_the_move_is_410_and_a_fresh_start_then_works(ada, db):
+    x, y = ada.create(title="x v1"), ada.create(title="y v1")
+    replica = Replica(lambda params: ada.list(**params))
+    replica.sync()
+    old_token = move_to_a_cluster_behind(db, "ada", replica.token)
+    x2 = ada.request("PATCH", f"/{x['id']}", json={"title": "x v2"}).json()
+
+    # The old token is beyond every id this database has handed out.
+    r = ada.request("GET", params={"sync_token": old_token})
+    assert_error(r, 410, "sync_token_expired")
+    assert ada.request("GET", params={"sync_token": old_token}).status_code == 410
+
+    # Starting afresh delivers the change made after the move, and the next
+    # syncs deliver later ones: no 410 from the purge horizon of the old history.
+    fresh = Replica(lambda params: ada.list(**params))
+    fresh.sync()
+    assert fresh.tasks == {x["id"]: x2, y["id"]: y}
+    y2 = ada.request("PATCH", f"/{y['id']}", json={"title": "y v2"}).json()
+    ada.request("DELETE", f"/{x['id']}")
+    fresh.sync()
+    assert fresh.tasks == {y["id"]: y2}
+    assert ada.list(sync_token=fresh.token)["tasks"] == []
+
+
+def test_the_users_ids_are_pulled_back_into_this_databases_history(ada, bob, db):
+    ada.create(title="a")
+    bob.create(title="b")
+    token = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
+    move_to_a_cluster_behind(db, "ada", token)
+    ada.list(updated_since="2000-01-01T00:00:00Z")
+    ahead = db.execute(
+        "SELECT count(*) FROM tasks WHERE change_xid >= pg_current_xact_id()::text::bigint"
+    ).fetchone()[0]
+    purged = db.execute(
+        "SELECT purged_xid < pg_current_xact_id()::text::bigint FROM users WHERE id = 'ada'"
+    ).fetchone()[0]
+    assert (ahead, purged) == (0, True)
+
+
+def test_a_cursor_from_before_the_move_is_410(ada, db):
+    for n in range(4):
+        ada.create(title=f"t{n}")
+    first = ada.list(updated_since="2000-01-01T00:00:00Z", limit=2)
+    move_to_a_cluster_behind(db, "ada", first["sync_token"])
+    floor, last_xid, last_id = decode_changes_cursor(CODEC, first["next_cursor"])
+    cursor = encode_changes_cursor(CODEC, floor + AHEAD, last_xid + AHEAD, last_id)
+    r = ada.request(
+        "GET", params={"updated_since": "2000-01-01T00:00:00Z", "limit": 2, "cursor": cursor}
+    )
+    assert_error(r, 410, "sync_token_expired")
+
+
+def test_a_list_etag_moves_with_a_change_made_after_the_move(ada, db, database_url):
+    task = ada.create(title="v1")
+    ada.create(title="other")
+    token = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
+    move_to_a_cluster_behind(db, "ada", token)
+    with psycopg.connect(database_url) as older:
+        older.execute("SELECT pg_current_xact_id()")  # unrelated, open throughout
+        tag = ada.request("GET").headers["etag"]
+        assert ada.request("GET", headers={"If-None-Match": tag}).status_code == 304
+        ada.request("PATCH", f"/{task['id']}", json={"title": "v2"})
+        r = ada.request("GET", headers={"If-None-Match": tag})
+        assert r.status_code == 200
+        assert "v2" in {t["title"] for t in r.json()["tasks"]}
