@@ -13,11 +13,22 @@ dump/restore into a second cluster is in ``test_a_real_dump_and_restore...``.)
 
 from __future__ import annotations
 
-import psycopg
+import asyncio
+import subprocess
 
+import psycopg
+from psycopg.rows import dict_row
+from starlette.testclient import TestClient
+
+from devtools.postgres import PostgresCluster, ensure_runtime_role, find_bindir
 from tests.support.assertions import assert_error
+from tests.support.database import settings_env
 from tests.support.signing import TEST_SECRET
 from tests.support.sync_replica import Replica
+from tests.support.task_users import User
+from todo_server.app import create_app
+from todo_server.config import load_settings
+from todo_server.purge import Purged, purge
 from todo_server.tasks.page_tokens import (
     CursorCodec,
     decode_changes_cursor,
@@ -114,3 +125,67 @@ def test_a_list_etag_moves_with_a_change_made_after_the_move(ada, db, database_u
         r = ada.request("GET", headers={"If-None-Match": tag})
         assert r.status_code == 200
         assert "v2" in {t["title"] for t in r.json()["tasks"]}
+
+
+def test_a_real_dump_restored_into_a_new_cluster_behind(ada, db, database_url):
+    """pg_dump | psql into a second cluster whose counter is behind: the whole story, for real."""
+    # The old cluster has a longer history than the new one will have by the end of the test.
+    for _ in range(3000):
+        db.execute("SELECT pg_current_xact_id()")
+    x, y, z = ada.create(title="x v1"), ada.create(title="y v1"), ada.create(title="z")
+    ada.request("DELETE", f"/{z['id']}")
+    db.execute("UPDATE tasks SET deleted_at = now() - interval '31 days' WHERE id = %s", (z["id"],))
+    assert asyncio.run(purge_now(database_url)).tasks == 1
+    replica = Replica(lambda params: ada.list(**params))
+    replica.sync()
+    assert replica.tasks == {x["id"]: x, y["id"]: y}
+
+    new = PostgresCluster()
+    try:
+        new.start()
+        ensure_runtime_role(new.url())
+        with psycopg.connect(new.url(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE restored")
+        restored_url = new.url("restored")
+        bindir = find_bindir()
+        dump = subprocess.run(
+            [str(bindir / "pg_dump"), "-d", database_url], capture_output=True, check=True
+        )
+        subprocess.run(
+            [str(bindir / "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", restored_url],
+            input=dump.stdout,
+            capture_output=True,
+            check=True,
+        )
+        with psycopg.connect(restored_url, autocommit=True) as there:
+            behind = there.execute(
+                "SELECT pg_current_xact_id()::text::bigint < min(change_xid) FROM tasks"
+            ).fetchone()[0]
+        assert behind, "the new cluster's counter must be behind the restored ids"
+
+        app = create_app(load_settings(settings_env(restored_url)))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            moved = User(client, "ada")
+            x2 = moved.request("PATCH", f"/{x['id']}", json={"title": "x v2"}).json()
+            assert_error(
+                moved.request("GET", params={"sync_token": replica.token}),
+                410,
+                "sync_token_expired",
+            )
+            fresh = Replica(lambda params: moved.list(**params))
+            fresh.sync()
+            assert fresh.tasks == {x["id"]: x2, y["id"]: y}
+            tag = moved.request("GET").headers["etag"]
+            y2 = moved.request("PATCH", f"/{y['id']}", json={"title": "y v2"}).json()
+            fresh.sync()
+            assert fresh.tasks == {x["id"]: x2, y["id"]: y2}
+            assert moved.request("GET", headers={"If-None-Match": tag}).status_code == 200
+    finally:
+        new.remove()
+
+
+async def purge_now(database_url: str) -> Purged:
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        return await purge(conn, retention_days=30)
