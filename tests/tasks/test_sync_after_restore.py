@@ -14,13 +14,14 @@ dump/restore into a second cluster is in ``test_a_real_dump_and_restore...``.)
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 
 import psycopg
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
-from devtools.postgres import PostgresCluster, ensure_runtime_role, find_bindir
+from devtools.postgres import PostgresCluster, ensure_runtime_role, find_bindir, initdb
 from tests.support.assertions import assert_error
 from tests.support.database import settings_env
 from tests.support.signing import TEST_SECRET
@@ -31,6 +32,7 @@ from todo_server.config import load_settings
 from todo_server.purge import Purged, purge
 from todo_server.tasks.page_tokens import (
     CursorCodec,
+    PageToken,
     decode_changes_cursor,
     decode_sync_token,
     encode_changes_cursor,
@@ -57,7 +59,9 @@ def move_to_a_cluster_behind(db, user_id: str, token: str) -> str:
     assert db.execute(
         "SELECT min(change_xid) > %s FROM tasks WHERE user_id = %s", (AHEAD, user_id)
     ).fetchone()[0]
-    return encode_sync_token(CODEC, decode_sync_token(CODEC, token) + AHEAD)
+    floor, database = decode_sync_token(CODEC, token)
+    assert database is not None
+    return encode_sync_token(CODEC, floor + AHEAD, database)
 
 
 def test_a_token_from_before_the_move_is_410_and_a_fresh_start_then_works(ada, db):
@@ -99,13 +103,40 @@ def test_the_users_ids_are_pulled_back_into_this_databases_history(ada, bob, db)
     assert (ahead, purged) == (0, True)
 
 
+def test_a_token_or_cursor_naming_another_database_is_410(ada):
+    for n in range(3):
+        ada.create(title=f"t{n}")
+    first = ada.list(updated_since="2000-01-01T00:00:00Z", limit=2)
+    floor, _ = decode_sync_token(CODEC, first["sync_token"])
+    elsewhere = "0123456789abcdef"
+    r = ada.request("GET", params={"sync_token": encode_sync_token(CODEC, floor, elsewhere)})
+    assert_error(r, 410, "sync_token_expired")
+    page_floor, last_xid, last_id, _ = decode_changes_cursor(CODEC, first["next_cursor"])
+    cursor = encode_changes_cursor(CODEC, page_floor, last_xid, last_id, elsewhere)
+    r = ada.request(
+        "GET", params={"updated_since": "2000-01-01T00:00:00Z", "limit": 2, "cursor": cursor}
+    )
+    assert_error(r, 410, "sync_token_expired")
+
+
+def test_a_token_from_before_tokens_named_their_database_still_works(ada):
+    ada.create(title="before")
+    floor, _ = decode_sync_token(
+        CODEC, ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
+    )
+    later = ada.create(title="after")
+    older_form = CODEC.encode(PageToken("sync-token", str(floor), ""))
+    assert [t["id"] for t in ada.list(sync_token=older_form)["tasks"]] == [later["id"]]
+
+
 def test_a_cursor_from_before_the_move_is_410(ada, db):
     for n in range(4):
         ada.create(title=f"t{n}")
     first = ada.list(updated_since="2000-01-01T00:00:00Z", limit=2)
     move_to_a_cluster_behind(db, "ada", first["sync_token"])
-    floor, last_xid, last_id = decode_changes_cursor(CODEC, first["next_cursor"])
-    cursor = encode_changes_cursor(CODEC, floor + AHEAD, last_xid + AHEAD, last_id)
+    floor, last_xid, last_id, database = decode_changes_cursor(CODEC, first["next_cursor"])
+    assert database is not None
+    cursor = encode_changes_cursor(CODEC, floor + AHEAD, last_xid + AHEAD, last_id, database)
     r = ada.request(
         "GET", params={"updated_since": "2000-01-01T00:00:00Z", "limit": 2, "cursor": cursor}
     )
@@ -142,6 +173,9 @@ def test_a_real_dump_restored_into_a_new_cluster_behind(ada, db, database_url):
 
     new = PostgresCluster()
     try:
+        # Its own initdb, not a copy of the suite's template: a new server's own identity.
+        shutil.rmtree(new.data)
+        initdb(new.bindir, new.data, new.user, sync=False)
         new.start()
         ensure_runtime_role(new.url())
         with psycopg.connect(new.url(), autocommit=True) as admin:
@@ -180,6 +214,22 @@ def test_a_real_dump_restored_into_a_new_cluster_behind(ada, db, database_url):
             fresh.sync()
             assert fresh.tasks == {x["id"]: x2, y["id"]: y2}
             assert moved.request("GET", headers={"If-None-Match": tag}).status_code == 200
+
+            # Long after the move, the new counter has passed the old token's ids: the
+            # token still names the old database, so it is still refused, not trusted.
+            with psycopg.connect(restored_url, autocommit=True) as there:
+                floor = decode_sync_token(CODEC, replica.token)[0]
+                while (
+                    there.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
+                    <= floor
+                ):
+                    pass
+            assert_error(
+                moved.request("GET", params={"sync_token": replica.token}),
+                410,
+                "sync_token_expired",
+            )
+            assert moved.list(sync_token=fresh.token)["tasks"] == []
     finally:
         new.remove()
 

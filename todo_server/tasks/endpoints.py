@@ -188,18 +188,34 @@ async def read_page(
 async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:
     """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
     codec: CursorCodec = request.state.cursors
-    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
-    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
+    floor: int | None = None
+    after: tuple[int, int, str] | None = None
+    issued_by: list[str | None] = []
+    if query.sync_token is not None:
+        floor, token_database = decode_sync_token(codec, query.sync_token)
+        issued_by.append(token_database)
+    if query.cursor is not None:
+        page_floor, last_xid, last_id, cursor_database = decode_changes_cursor(codec, query.cursor)
+        after = (page_floor, last_xid, last_id)
+        issued_by.append(cursor_database)
     async with connection_as(request, user_id) as conn:
         page = await sync.read_changes(
-            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
+            conn,
+            user_id,
+            floor=floor,
+            since=query.updated_since,
+            after=after,
+            limit=query.limit,
+            issued_by=tuple(d for d in issued_by if d is not None),
         )
-    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
+    next_cursor = None
+    if page.last is not None:
+        next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last, page.database)
     body = (
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
-        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
+        + f'"sync_token":"{encode_sync_token(codec, page.next_floor, page.database)}"}}'
     )
     return Response(body, media_type="application/json")
 
