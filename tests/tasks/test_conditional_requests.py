@@ -107,3 +107,23 @@ def test_conditional_requests_change_nothing_about_errors(client, ada):
     assert poll(ada, "*", f"/{task['id']}").status_code == 404  # not ada's: 404 as ever
     r = ada.request("GET", params={"limit": "0"}, headers={"If-None-Match": "*"})
     assert r.status_code == 422  # bad input first
+
+
+def test_a_late_commit_changes_the_etag_while_an_older_transaction_is_open(ada, database_url, db):
+    """An older transaction holds the snapshot's xmin below both changes; the ETag still moves."""
+    ada.create(title="first")
+    with psycopg.connect(database_url) as older, psycopg.connect(as_role(database_url)) as late:
+        older.execute("SELECT pg_current_xact_id()")  # unrelated, open throughout
+        late.execute("SELECT set_config('app.user_id', 'ada', true)")
+        # Takes its transaction id now, before the create below, and commits after it.
+        late.execute("INSERT INTO tasks (user_id, title) VALUES ('ada', 'late')")
+        ada.create(title="early")
+        tag = ada.request("GET").headers["etag"]
+        assert poll(ada, tag).status_code == 304
+        late.commit()
+        r = poll(ada, tag)
+        assert r.status_code == 200
+        assert "late" in {task["title"] for task in r.json()["tasks"]}
+        plain = ada.request("GET")
+        assert plain.headers["etag"] != tag
+        assert "late" in {task["title"] for task in plain.json()["tasks"]}

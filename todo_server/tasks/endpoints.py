@@ -36,6 +36,7 @@ from todo_server.tasks import idempotency, listing, store, sync
 from todo_server.tasks.list_query import ListQuery, list_query_from
 from todo_server.tasks.page_tokens import (
     CursorCodec,
+    PageToken,
     decode_changes_cursor,
     decode_sync_token,
     encode_changes_cursor,
@@ -173,18 +174,18 @@ async def list_tasks(request: Request) -> Response:
     wanted = if_none_match(request)
     async with connection_as(request, user_id) as conn:
         if wanted is not None:  # a poll: one index lookup, no page, when nothing changed
-            tag = list_etag(request, user_id, await listing.list_state(conn, user_id))
+            state = await listing.list_state(conn, user_id)
+            if state.endswith(listing.WRITTEN_ELSEWHERE):
+                await sync.rebase_foreign_changes(conn, user_id)
+                state = await listing.list_state(conn, user_id)
+            tag = list_etag(request, user_id, state)
             if is_current(wanted, tag):
                 return not_modified(tag)
         try:
-            page = await listing.list_tasks(
-                conn,
-                user_id,
-                sort=query.sort,
-                filters=query.filters(),
-                after=after,
-                limit=query.limit,
-            )
+            page = await read_page(conn, user_id, query, after)
+            if page.state.endswith(listing.WRITTEN_ELSEWHERE):
+                await sync.rebase_foreign_changes(conn, user_id)
+                page = await read_page(conn, user_id, query, after)
         except psycopg.errors.DataError:
             # Only a cursor carries values not checked here; ours always cast.
             raise ValidationFailed.field("cursor", "is not a cursor this server issued") from None
@@ -199,21 +200,46 @@ async def list_tasks(request: Request) -> Response:
     return RenderedJSON(body.encode(), etag=tag)
 
 
+async def read_page(
+    conn: UserConnection, user_id: str, query: ListQuery, after: PageToken | None
+) -> listing.Page:
+    """One page of the list the query asks for."""
+    return await listing.list_tasks(
+        conn, user_id, sort=query.sort, filters=query.filters(), after=after, limit=query.limit
+    )
+
+
 async def list_changes(request: Request, user_id: str, query: ListQuery) -> Response:
     """Changes since a ``sync_token`` (or ``updated_since``), and the token for next time."""
     codec: CursorCodec = request.state.cursors
-    floor = decode_sync_token(codec, query.sync_token) if query.sync_token is not None else None
-    after = decode_changes_cursor(codec, query.cursor) if query.cursor is not None else None
+    floor: int | None = None
+    after: tuple[int, int, str] | None = None
+    issued_by: list[str | None] = []
+    if query.sync_token is not None:
+        floor, token_database = decode_sync_token(codec, query.sync_token)
+        issued_by.append(token_database)
+    if query.cursor is not None:
+        page_floor, last_xid, last_id, cursor_database = decode_changes_cursor(codec, query.cursor)
+        after = (page_floor, last_xid, last_id)
+        issued_by.append(cursor_database)
     async with connection_as(request, user_id) as conn:
         page = await sync.read_changes(
-            conn, user_id, floor=floor, since=query.updated_since, after=after, limit=query.limit
+            conn,
+            user_id,
+            floor=floor,
+            since=query.updated_since,
+            after=after,
+            limit=query.limit,
+            issued_by=tuple(d for d in issued_by if d is not None),
         )
-    next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last) if page.last else None
+    next_cursor = None
+    if page.last is not None:
+        next_cursor = encode_changes_cursor(codec, page.next_floor, *page.last, page.database)
     body = (
         '{"tasks":['
         + page.bodies
         + f'],"count":{page.count},"next_cursor":{json.dumps(next_cursor)},'
-        + f'"sync_token":"{encode_sync_token(codec, page.next_floor)}"}}'
+        + f'"sync_token":"{encode_sync_token(codec, page.next_floor, page.database)}"}}'
     )
     return Response(body, media_type="application/json")
 

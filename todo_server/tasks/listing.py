@@ -64,20 +64,34 @@ LIMIT %(fetch)s
 """
 
 # What a list's ETag is made of: the newest change to any of the user's tasks
-# (one backward step of tasks_user_change_idx), in the statement's snapshot.
-# Transaction ids are handed out in start order but commit in any order: while
-# a transaction older than that change is still running, it may yet commit a
-# change of this user's with a *lower* id, so then the snapshot's xmin is part
-# of the state too, and the ETag moves once those transactions have ended.
+# (one backward step of tasks_user_change_idx), in the statement's snapshot,
+# and the transactions that snapshot still saw running below it. Transaction
+# ids are handed out in start order but commit in any order: one of those may
+# yet commit a change of this user's with a *lower* id than the newest, which
+# moves neither the newest nor, for an update, the count; its leaving the
+# in-progress list does. (The snapshot's xmin alone is not enough: an older,
+# unrelated transaction holds it still while the late change commits.) Those
+# above the newest need nothing: a change of theirs would be the newest.
+# A newest change at or beyond the snapshot's xmax was written by another
+# database (restored into a cluster whose counter is behind): the state then
+# ends in WRITTEN_ELSEWHERE, and ``tasks.sync.rebase_foreign_changes`` must
+# run before the state means anything.
 LIST_STATE = """
-SELECT CASE WHEN xmin > newest THEN newest::text ELSE newest || '.' || xmin END
+SELECT newest || coalesce((SELECT '.' || string_agg(x::text, '.' ORDER BY x)
+                           FROM pg_snapshot_xip(snapshot) AS x
+                           WHERE x < newest::text::xid8), '')
+              || CASE WHEN newest::text::xid8 >= pg_snapshot_xmax(snapshot)
+                      THEN '!' ELSE '' END
 FROM (
     SELECT coalesce((SELECT max(s.change_xid) FROM tasks AS s
                      WHERE s.user_id = %(user_id)s), 0) AS newest,
-           pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+           pg_current_snapshot() AS snapshot
 ) AS now
 """
 LIST_STATE_SQL = "SELECT (" + LIST_STATE + ") AS state"
+
+#: How LIST_STATE ends when the user's newest change is from another database.
+WRITTEN_ELSEWHERE = "!"
 
 # One page as one row, from its rows (id, sort_value, body, position; one more
 # than the limit): the tasks' JSON joined by PostgreSQL, how many rows were

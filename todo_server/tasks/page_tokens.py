@@ -84,9 +84,13 @@ def kind(sort: str) -> str:
     return {"changes": "kind of listing", "sync-token": "kind of token"}.get(sort, "sort order")
 
 
-def encode_sync_token(codec: CursorCodec, floor: int) -> str:
+#: Which database's transaction ids a sync token or cursor counts in (``tasks.sync.database_id``).
+DATABASE_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def encode_sync_token(codec: CursorCodec, floor: int, database: str) -> str:
     """The opaque token a client sends as ``sync_token`` for its next sync."""
-    return codec.encode(PageToken("sync-token", str(floor), ""))
+    return codec.encode(PageToken("sync-token", f"{floor}@{database}", ""))
 
 
 def _transaction_id(text: str | None) -> int | None:
@@ -96,24 +100,41 @@ def _transaction_id(text: str | None) -> int | None:
     return int(text)
 
 
-def decode_sync_token(codec: CursorCodec, text: str) -> int:
-    """The floor in a sync token; 422 when it is not one this server issued."""
-    floor = _transaction_id(codec.decode(text, "sync-token", field="sync_token").value)
-    if floor is None:
+def _database(text: str) -> tuple[str, str | None] | None:
+    """``text`` without its ``@database`` and that database; None when that is malformed.
+
+    Tokens issued before they named their database have none: they are judged
+    by their transaction ids alone.
+    """
+    ids, at, database = text.partition("@")
+    if not at:
+        return ids, None
+    return (ids, database) if DATABASE_ID.fullmatch(database) else None
+
+
+def decode_sync_token(codec: CursorCodec, text: str) -> tuple[int, str | None]:
+    """(floor, database) from a sync token; 422 when it is not one this server issued."""
+    value = codec.decode(text, "sync-token", field="sync_token").value or ""
+    parts = _database(value)
+    floor = _transaction_id(parts[0]) if parts is not None else None
+    if parts is None or floor is None:
         raise ValidationFailed.field("sync_token", "is not a sync_token this server issued")
-    return floor
+    return floor, parts[1]
 
 
-def encode_changes_cursor(codec: CursorCodec, floor: int, last_xid: int, last_id: str) -> str:
+def encode_changes_cursor(
+    codec: CursorCodec, floor: int, last_xid: int, last_id: str, database: str
+) -> str:
     """The cursor to a sync's next page: its first page's floor and the last row's key."""
-    return codec.encode(PageToken("changes", f"{floor}:{last_xid}", last_id))
+    return codec.encode(PageToken("changes", f"{floor}:{last_xid}@{database}", last_id))
 
 
-def decode_changes_cursor(codec: CursorCodec, text: str) -> tuple[int, int, str]:
-    """(floor, last transaction id, last task id) from a sync page's cursor; 422 otherwise."""
+def decode_changes_cursor(codec: CursorCodec, text: str) -> tuple[int, int, str, str | None]:
+    """(floor, last transaction id, last task id, database) from a sync page's cursor; else 422."""
     token = codec.decode(text, "changes")
-    floor_text, _, xid_text = (token.value or "").partition(":")
+    parts = _database(token.value or "")
+    floor_text, _, xid_text = parts[0].partition(":") if parts is not None else ("", "", "")
     floor, last_xid = _transaction_id(floor_text), _transaction_id(xid_text)
-    if floor is None or last_xid is None or not UUID_TEXT.fullmatch(token.id):
+    if parts is None or floor is None or last_xid is None or not UUID_TEXT.fullmatch(token.id):
         raise ValidationFailed.field("cursor", "is not a cursor this server issued")
-    return floor, last_xid, token.id
+    return floor, last_xid, token.id, parts[1]
