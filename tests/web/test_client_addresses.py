@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from todo_server.config import ConfigError, load_settings
-from todo_server.web.http_protocol import client_key, uncapped
+from todo_server.web.client_addresses import ConnectionCounts, client_key, uncapped
 
 SECRET = "Zq8vXk2pR7mN4tY9wB3cF6hJ1sL5dG0e"
 
@@ -26,6 +26,17 @@ def test_an_ipv6_client_is_counted_by_its_64_and_ipv4_as_itself():
     assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff:abcd:1:9")
     assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+
+
+def test_counts_forget_an_address_with_no_connection_left():
+    counts = ConnectionCounts()
+    assert [counts.add("203.0.113.7") for _ in range(3)] == [1, 2, 3]
+    assert counts.add("203.0.113.8") == 1
+    for _ in range(3):
+        counts.remove("203.0.113.7")
+    counts.remove("203.0.113.8")
+    assert len(counts) == 0  # a stream of passing addresses leaves nothing behind
+    assert counts.add("203.0.113.7") == 1
 
 
 @pytest.mark.parametrize(

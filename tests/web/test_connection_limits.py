@@ -255,6 +255,23 @@ def test_a_body_dripped_inside_the_stall_timeout_is_cut_off_by_the_body_deadline
 
 
 @pytest.mark.slow
+def test_a_slow_steady_body_within_the_deadline_is_served(database_url, db):
+    env = settings_env(database_url, **{**LIMITS, "BODY_TIMEOUT": "1", "BODY_DEADLINE": "3"})
+    with LiveServer(env) as server:
+        body = json.dumps({"email": "slow@example.com", "password": "not-the-password"}).encode()
+        sock = connect(server)
+        sock.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        for start in range(0, len(body), 10):  # 0.25 s apart, about 1.5 s in all
+            time.sleep(0.25)
+            sock.sendall(body[start : start + 10])
+        status, answer, _ = read_response(sock)
+        assert status == 401 and answer["code"] == "unauthorized"
+
+
+@pytest.mark.slow
 def test_a_body_dripped_after_an_early_answer_is_cut_off_too(database_url, db):
     # No token: the answer (401) goes out at once, and the rest of the body would
     # keep the connection open for as long as it drips.

@@ -29,8 +29,6 @@ process, so each worker started by uvicorn finds them itself.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import secrets
 from typing import Any, ClassVar
 
@@ -45,6 +43,7 @@ from todo_server.errors import (
     ServiceUnavailable,
     error_body,
 )
+from todo_server.web.client_addresses import ConnectionCounts, client_key, uncapped
 from todo_server.web.coalescing import CoalescingTransport
 
 HEAD_END = b"\r\n\r\n"
@@ -86,50 +85,14 @@ def error_bytes(error: ApiError) -> bytes:
 HEAD_TOO_LARGE = "Request line and headers must be at most {} bytes"
 PER_CLIENT_REFUSAL = "Too many open connections from your address; try again shortly"
 
-#: An IPv6 client usually holds a whole /64; counted per address, it would have billions.
-IPV6_CLIENT_PREFIX = 64
-
-
-def client_key(host: str) -> str:
-    """What connections are counted under for the peer ``host``: an IPv4 address as
-    it is (also when mapped into IPv6), an IPv6 address as its /64."""
-    if ":" not in host:
-        return host
-    try:
-        address = ipaddress.IPv6Address(host)
-    except ValueError:
-        return host
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
-
-
-@functools.cache
-def networks(peers: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """TRUSTED_PROXIES' addresses and networks, parsed once (the settings checked them)."""
-    return tuple(ipaddress.ip_network(peer, strict=False) for peer in peers if peer != "*")
-
-
-def uncapped(host: str, peers: tuple[str, ...]) -> bool:
-    """Whether ``host`` is one of ``peers`` (TRUSTED_PROXIES: addresses, networks or ``*``)."""
-    if "*" in peers:
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks(peers))
-
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits in this module's docstring."""
 
     #: Set once per process from the settings (``process_limits``).
     _limits: ClassVar[ConnectionLimits | None] = None
-    #: Open connections in this process per ``client_key`` (only keys with some).
-    _per_client: ClassVar[dict[str, int]] = {}
+    #: Open connections in this process per client address (``client_key``).
+    _per_client: ClassVar[ConnectionCounts] = ConnectionCounts()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -177,14 +140,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
-        key = self._counted_as
-        if key is not None:
+        if self._counted_as is not None:
+            self._per_client.remove(self._counted_as)
             self._counted_as = None
-            left = self._per_client[key] - 1
-            if left:
-                self._per_client[key] = left
-            else:
-                del self._per_client[key]
         super().connection_lost(exc)
 
     def _count_client(self) -> int:
@@ -196,11 +154,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         host = self.client[0]
         if limits.uncapped_peers and uncapped(host, limits.uncapped_peers):
             return 0
-        key = client_key(host)
-        count = self._per_client.get(key, 0) + 1
-        self._per_client[key] = count
-        self._counted_as = key
-        return count
+        self._counted_as = key = client_key(host)
+        return self._per_client.add(key)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:  # refused already: nothing more is read
