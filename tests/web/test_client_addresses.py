@@ -57,12 +57,19 @@ def test_trusted_proxies_are_not_capped(host, peers, expected):
 
 def test_the_limits_come_from_the_settings():
     limits = load_settings(env()).connection_limits
-    assert (limits.body_deadline, limits.max_connections_per_client) == (60.0, 100)
+    assert (limits.body_deadline, limits.send_timeout) == (60.0, 60.0)
+    assert limits.max_connections_per_client == 100
     assert limits.uncapped_peers == ()
     limits = load_settings(
-        env(BODY_DEADLINE="5", MAX_CONNECTIONS_PER_CLIENT="0", TRUSTED_PROXIES="10.0.0.0/8")
+        env(
+            BODY_DEADLINE="5",
+            SEND_TIMEOUT="7.5",
+            MAX_CONNECTIONS_PER_CLIENT="0",
+            TRUSTED_PROXIES="10.0.0.0/8",
+        )
     ).connection_limits
-    assert (limits.body_deadline, limits.max_connections_per_client) == (5.0, 0)
+    assert (limits.body_deadline, limits.send_timeout) == (5.0, 7.5)
+    assert limits.max_connections_per_client == 0
     assert limits.uncapped_peers == ("10.0.0.0/8",)
 
 
@@ -71,6 +78,7 @@ def test_the_limits_come_from_the_settings():
     [
         ("BODY_DEADLINE", "0", "must be greater than 0"),
         ("BODY_DEADLINE", "-1", "must be a finite, non-negative number"),
+        ("SEND_TIMEOUT", "0", "must be greater than 0"),
         ("MAX_CONNECTIONS_PER_CLIENT", "-1", "must be at least 0"),
         ("MAX_CONNECTIONS_PER_CLIENT", "lots", "must be a whole number"),
     ],

@@ -380,3 +380,25 @@ def test_with_the_defaults_one_address_cannot_starve_the_others(database_url, db
         assert refused == total - default_cap
         for sock in greedy:  # or the server's shutdown would wait for their bodies
             sock.close()
+
+
+@pytest.mark.slow
+def test_a_response_left_unread_is_dropped_after_the_send_timeout(database_url, db):
+    asset = "/docs/static/vendor/swagger-ui/swagger-ui-bundle.js"  # the largest response
+    env = settings_env(database_url, **{**LIMITS, "SEND_TIMEOUT": "1"})
+    with LiveServer(env) as server:
+        size = len(httpx2.get(server.base_url + asset).content)
+        sock = socket.socket()
+        OPEN.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        # More than the kernel's buffers hold, asked for at once and never read.
+        sock.sendall(f"GET {asset} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 6)
+        time.sleep(4)
+        received = len(read_until_closed(sock, within=10))
+        # Dropped: the client reads what the buffers held, then a reset; not the rest.
+        assert received < 5 * size, (received, size)
+        assert httpx2.get(server.base_url + "/health").status_code == 200
+        sock.close()
+        output = server.stop()
+    assert "Traceback" not in output and " ERROR " not in output, output

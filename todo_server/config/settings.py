@@ -103,6 +103,7 @@ class Settings:
     head_timeout: float
     body_timeout: float
     body_deadline: float
+    send_timeout: float
     max_connections: int
     max_connections_per_client: int
     shutdown_timeout: float
@@ -150,6 +151,7 @@ class Settings:
             head_timeout=self.head_timeout,
             body_timeout=self.body_timeout,
             body_deadline=self.body_deadline,
+            send_timeout=self.send_timeout,
             max_connections=self.max_connections,
             max_connections_per_client=self.max_connections_per_client,
             uncapped_peers=self.trusted_proxies,
@@ -294,6 +296,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         head_timeout=_read(env, "HEAD_TIMEOUT"),
         body_timeout=_read(env, "BODY_TIMEOUT"),
         body_deadline=_read(env, "BODY_DEADLINE"),
+        send_timeout=_read(env, "SEND_TIMEOUT"),
         max_connections=max_connections,
         max_connections_per_client=per_client,
         shutdown_timeout=_read(env, "SHUTDOWN_TIMEOUT"),

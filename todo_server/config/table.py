@@ -173,6 +173,15 @@ SETTINGS: tuple[Setting, ...] = (
         ),
     ),
     Setting(
+        "SEND_TIMEOUT",
+        "60",
+        seconds(allow_zero=False, maximum=3600),
+        (
+            "Seconds a client may leave a response unread once the server's send buffer is "
+            "full; then the connection is dropped"
+        ),
+    ),
+    Setting(
         "MAX_CONNECTIONS",
         "1000",
         whole_number(1),

@@ -13,6 +13,9 @@ in the API's one JSON error shape and followed by closing the connection:
 - a body that stalls for ``BODY_TIMEOUT`` seconds between two chunks, or is
   not complete ``BODY_DEADLINE`` seconds after its head however steadily it
   drips: 408 (one timer serves both; a chunk only notes the time);
+- a response left unread for ``SEND_TIMEOUT`` seconds once the send buffer is
+  full (uvicorn would wait for the client for ever): the connection is
+  dropped, with no status, as the response has begun;
 - beyond ``MAX_CONNECTIONS`` open connections in this worker: 503;
 - beyond ``MAX_CONNECTIONS_PER_CLIENT`` open connections from one client
   address (an IPv6 /64 counts as one) in this worker: 503, so one address
@@ -103,6 +106,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._tail = b""  # the last bytes seen, for a head end split across reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._body_deadline = 0.0  # loop time by which the body must be complete
         self._body_last = 0.0  # loop time of the body's last chunk
         self._counted_as: str | None = None  # the key this connection counts under
@@ -140,6 +144,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self._cancel_send_timer()
         if self._counted_as is not None:
             self._per_client.remove(self._counted_as)
             self._counted_as = None
@@ -258,9 +263,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
     def _cancel_timers(self) -> None:
+        """The read timers; the send timer stays, as a refusal's close must flush."""
         self._cancel_head_timer()
         self._cancel_body_timer()
+
+    # --- a client that does not read ---------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has SEND_TIMEOUT to read some of it."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self._cancel_send_timer()
+        super().resume_writing()
+
+    def _send_timed_out(self) -> None:
+        # close() would wait for the unread bytes to go out: drop them and the connection.
+        self._send_timer = None
+        self.transport.abort()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
