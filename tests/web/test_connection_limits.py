@@ -250,7 +250,7 @@ def test_a_body_dripped_inside_the_stall_timeout_is_cut_off_by_the_body_deadline
         status, body, _ = read_response(sock)
         assert status == 408 and body["code"] == "request_timeout"
         assert body["message"] == "The request body took too long to arrive"
-        assert 1.5 < elapsed < 4, elapsed
+        assert 1.5 < elapsed < 5, elapsed
         assert httpx2.get(server.base_url + "/health").status_code == 200
 
 
@@ -286,7 +286,7 @@ def test_a_body_dripped_after_an_early_answer_is_cut_off_too(database_url, db):
         drip_until_answered(sock, every=0.3, within=8)
         elapsed = time.monotonic() - start
         assert sock.recv(65536) == b""  # closed, with nothing more to say
-        assert elapsed < 4, elapsed
+        assert elapsed < 5, elapsed
 
 
 def test_one_address_at_its_cap_leaves_others_served_and_gets_503(database_url, db):
