@@ -20,5 +20,13 @@ class ConnectionLimits:
     head_timeout: float
     #: BODY_TIMEOUT: seconds a body may stall between two chunks.
     body_timeout: float
+    #: BODY_DEADLINE: seconds a whole body may take from the end of its head.
+    body_deadline: float
+    #: SEND_TIMEOUT: seconds a response may wait, unread, on a full send buffer.
+    send_timeout: float
     #: MAX_CONNECTIONS: open connections per worker.
     max_connections: int
+    #: MAX_CONNECTIONS_PER_CLIENT: open connections per client address per worker; 0: no cap.
+    max_connections_per_client: int
+    #: TRUSTED_PROXIES: peers not capped per address (their clients share their address).
+    uncapped_peers: tuple[str, ...]

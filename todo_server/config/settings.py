@@ -104,7 +104,10 @@ class Settings:
     max_request_head_bytes: int
     head_timeout: float
     body_timeout: float
+    body_deadline: float
+    send_timeout: float
     max_connections: int
+    max_connections_per_client: int
     shutdown_timeout: float
     log_level: str
     log_format: str
@@ -149,7 +152,11 @@ class Settings:
             max_head_bytes=self.max_request_head_bytes,
             head_timeout=self.head_timeout,
             body_timeout=self.body_timeout,
+            body_deadline=self.body_deadline,
+            send_timeout=self.send_timeout,
             max_connections=self.max_connections,
+            max_connections_per_client=self.max_connections_per_client,
+            uncapped_peers=self.trusted_proxies,
         )
 
     @property
@@ -271,6 +278,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "BETTER_AUTH_SECRET looks like a placeholder from an example; anyone who has read"
             " that example can mint tokens: generate one (openssl rand -base64 32)"
         )
+    max_connections = _read(env, "MAX_CONNECTIONS")
+    per_client = _read(env, "MAX_CONNECTIONS_PER_CLIENT")
+    if 0 < max_connections <= per_client:
+        notes.append(
+            f"MAX_CONNECTIONS_PER_CLIENT ({per_client}) is not below MAX_CONNECTIONS"
+            f" ({max_connections}): one client address can take every connection"
+        )
 
     return Settings(
         database=database,
@@ -283,7 +297,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_request_head_bytes=_read(env, "MAX_REQUEST_HEAD_BYTES"),
         head_timeout=_read(env, "HEAD_TIMEOUT"),
         body_timeout=_read(env, "BODY_TIMEOUT"),
-        max_connections=_read(env, "MAX_CONNECTIONS"),
+        body_deadline=_read(env, "BODY_DEADLINE"),
+        send_timeout=_read(env, "SEND_TIMEOUT"),
+        max_connections=max_connections,
+        max_connections_per_client=per_client,
         shutdown_timeout=_read(env, "SHUTDOWN_TIMEOUT"),
         log_level=_read(env, "LOG_LEVEL"),
         log_format=_read(env, "LOG_FORMAT") or ("json" if production else "text"),

@@ -166,10 +166,38 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a request body may stall between two chunks; then 408 and close",
     ),
     Setting(
+        "BODY_DEADLINE",
+        "60",
+        seconds(allow_zero=False, maximum=3600),
+        (
+            "Seconds a whole request body may take, from the end of its head, however steadily "
+            "it arrives; then 408 and close (60 s carries a 64 KiB body at 9 kbit/s)"
+        ),
+    ),
+    Setting(
+        "SEND_TIMEOUT",
+        "60",
+        seconds(allow_zero=False, maximum=3600),
+        (
+            "Seconds a client may leave a response unread once the server's send buffer is "
+            "full; then the connection is dropped"
+        ),
+    ),
+    Setting(
         "MAX_CONNECTIONS",
         "1000",
         whole_number(1),
         "Open connections per worker; more get 503 with `Retry-After` and are closed",
+    ),
+    Setting(
+        "MAX_CONNECTIONS_PER_CLIENT",
+        "100",
+        whole_number(0),
+        (
+            "Open connections per client address (an IPv6 /64 counts as one) per worker; more "
+            "get 503 with `Retry-After` and are closed; `0` = no cap. Peers in `TRUSTED_PROXIES` "
+            "are not capped (all their clients share their address)"
+        ),
     ),
     Setting(
         "SHUTDOWN_TIMEOUT",
