@@ -266,3 +266,50 @@ def test_withdrawing_a_key_forgets_only_what_it_verified(jwks_settings, monkeypa
         assert decoded == []  # both still answered from the cache
 
     run(scenario())
+
+
+class DrippingJwks:
+    """A JWKS endpoint that answers its head at once, then a byte of body every 0.2 s."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/jwks"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n"
+            )
+            while not self.stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_a_jwks_dripped_a_byte_at_a_time_is_given_up_at_the_fetch_deadline():
+    """Each read waits at most the timeout; the whole fetch at most its deadline (plus one read)."""
+    import time
+
+    from todo_server.auth.jwks import fetch_document
+
+    server = DrippingJwks()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            fetch_document(server.url, timeout=1.0, deadline=1.0)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 2.5

@@ -40,6 +40,8 @@ from todo_server.auth.identity import JwksUnavailable
 logger = logging.getLogger("todo_server.jwks")
 
 FETCH_TIMEOUT_SECONDS = 3.0
+#: The whole fetch, head and body: past it the fetch fails and the known keys stay in use.
+FETCH_DEADLINE_SECONDS = 10.0
 MAX_JWKS_BYTES = 256 * 1024
 #: Cached keys are refreshed after this long even without an unknown kid, so a
 #: key the frontend withdrew stops being accepted.
@@ -68,11 +70,28 @@ def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     return keys
 
 
-def fetch_document(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> Any:
-    """GET the JWKS (blocking; run it in a thread)."""
+def fetch_document(
+    url: str, timeout: float = FETCH_TIMEOUT_SECONDS, deadline: float = FETCH_DEADLINE_SECONDS
+) -> Any:
+    """GET the JWKS (blocking; run it in a thread), within ``deadline`` seconds in all.
+
+    ``timeout`` bounds each wait for the socket; a server that drips its body a
+    byte at a time never trips it, so the body is read in pieces against the
+    deadline too. The fetch holds the cache's lock, and every request with an
+    unknown kid waits on that lock.
+    """
+    give_up_at = time.monotonic() + deadline
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (configured URL)
-        return json.loads(response.read(MAX_JWKS_BYTES + 1)[:MAX_JWKS_BYTES])
+        body = bytearray()
+        while len(body) <= MAX_JWKS_BYTES:
+            if time.monotonic() > give_up_at:
+                raise TimeoutError(f"the JWKS took over {deadline:g} s to arrive")
+            piece = response.read1(MAX_JWKS_BYTES + 1 - len(body))
+            if not piece:
+                break
+            body += piece
+        return json.loads(bytes(body[:MAX_JWKS_BYTES]))
 
 
 class JwksCache:
