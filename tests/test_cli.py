@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx2
 import psycopg
@@ -177,3 +178,67 @@ def test_serve_end_to_end_with_json_logs(database_url):
     # Stopped with SIGTERM, the server still writes out its last queued lines.
     assert lines[-1]["message"].startswith("Finished server process")
     assert TEST_SECRET not in server.output
+
+
+def package_with_migrations(tmp_path: Path, extra: dict[str, bytes]) -> Path:
+    """A copy of the package whose migrations are the project's plus ``extra``; its root."""
+    root = tmp_path / "installed"
+    package = ROOT / "todo_server"
+    shutil.copytree(
+        package,
+        root / "todo_server",
+        ignore=shutil.ignore_patterns("migrations", "__pycache__"),
+    )
+    shutil.copytree(package / "migrations", root / "todo_server" / "migrations")
+    for name, data in extra.items():
+        (root / "todo_server" / "migrations" / name).write_bytes(data)
+    return root
+
+
+def run_installed(root: Path, *args: str, env: dict[str, str], timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "todo_server", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+NOT_UTF8 = {"0099_latin1.sql": "-- notes\nCOMMENT ON TABLE tasks IS 'café';\n".encode("latin-1")}
+NOT_UTF8_LINE = (
+    "todo-server: migration error: 0099_latin1.sql: not UTF-8 (byte 0xe9 on line 2);"
+    " save the file as UTF-8"
+)
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("verify",), ("sql",), ()])
+def test_a_migration_file_that_is_not_utf8_is_one_line_naming_it(pg_server, tmp_path, args):
+    url = pg_server.create_database("todo_cli")
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    result = run_installed(root, "migrate", *args, env={"DATABASE_URL": url})
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (
+        1,
+        [NOT_UTF8_LINE],
+        "",
+    )
+    with psycopg.connect(url, autocommit=True) as conn:  # nothing was applied
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+
+
+def test_serve_refuses_a_migration_file_that_is_not_utf8(database_url, tmp_path):
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    result = run_installed(root, "serve", env=settings_env(database_url))
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (1, [NOT_UTF8_LINE])
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_migration_file_that_is_not_utf8_while_the_database_is_down(
+    tmp_path,
+):
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    env = settings_env("postgresql://nobody@127.0.0.1:1/none")
+    result = run_installed(root, "serve", env=env, timeout=30)
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (1, [NOT_UTF8_LINE])
+    assert "Traceback" not in result.stderr

@@ -420,6 +420,11 @@ def script(migrations: list[Migration], *, runtime_role: str) -> str:
 def pending_on(
     url: str, connect_timeout: float, directory: Path = DEFAULT_DIRECTORY
 ) -> list[Migration]:
-    """Connect to ``url`` and return the files not yet applied there."""
+    """Connect to ``url`` and return the files not yet applied there.
+
+    The files are read first, so one that cannot be read is refused even while the
+    database is down.
+    """
+    migrations = discover(directory)
     with psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))) as conn:
-        return pending(discover(directory), read_applied(conn))
+        return pending(migrations, read_applied(conn))
