@@ -242,3 +242,72 @@ def test_serve_refuses_a_migration_file_that_is_not_utf8_while_the_database_is_d
     result = run_installed(root, "serve", env=env, timeout=30)
     assert (result.returncode, result.stderr.splitlines()[-1:]) == (1, [NOT_UTF8_LINE])
     assert "Traceback" not in result.stderr
+
+
+def psql_file(url: str, script: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    """``psql -f`` as docs/deploy.md says to run a ``migrate sql`` script."""
+    psql = shutil.which("psql") or str(find_bindir() / "psql")
+    options = [option for variable in variables for option in ("-v", variable)]
+    return subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", *options, "-1", "-f", "-", url],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_sql_never_lets_psql_run_a_backslash_command_from_a_file(pg_server, tmp_path):
+    marker = tmp_path / "shell-ran"
+    root = package_with_migrations(
+        tmp_path,
+        {"0099_shell.sql": f"CREATE TABLE shell_ran (id int);\n\\! touch {marker}\n".encode()},
+    )
+    by_script, by_runner = (pg_server.create_database("todo_cli") for _ in range(2))
+    script = run_installed(root, "migrate", "sql", env={"DATABASE_URL": by_script})
+    assert script.returncode == 0, script.stderr
+
+    applied = psql_file(by_script, script.stdout)
+    # What `migrate` does with the file: the server refuses it, nothing is applied.
+    runner = run_installed(root, "migrate", env={"DATABASE_URL": by_runner})
+    assert not marker.exists()
+    assert applied.returncode == 3
+    assert 'ERROR:  syntax error at or near "\\"' in applied.stderr
+    assert runner.returncode == 1
+    assert 'migration error: 0099_shell.sql failed: syntax error at or near "\\"' in runner.stderr
+    with psycopg.connect(by_script, autocommit=True) as conn:  # all or nothing: nothing
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+    with psycopg.connect(by_runner, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('shell_ran')").fetchone()[0] is None
+        assert 99 not in [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+
+
+def test_migrate_sql_leaves_colon_names_to_the_server_whatever_psql_variables_say(
+    pg_server, tmp_path
+):
+    slice_sql = (
+        "CREATE TABLE slice AS SELECT (ARRAY[1, 2, 3])[2:x] AS part, ':x' AS quoted"
+        " FROM (SELECT 3 AS x) AS s;\n"
+    )
+    root = package_with_migrations(tmp_path, {"0099_slice.sql": slice_sql.encode()})
+    by_script, by_runner = (pg_server.create_database("todo_cli") for _ in range(2))
+    script = run_installed(root, "migrate", "sql", env={"DATABASE_URL": by_script})
+    assert script.returncode == 0, script.stderr
+    applied = psql_file(by_script, script.stdout, "x=1")
+    assert applied.returncode == 0, applied.stderr
+    assert run_installed(root, "migrate", env={"DATABASE_URL": by_runner}).returncode == 0
+    for url in (by_script, by_runner):
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT part, quoted FROM slice").fetchone() == ([2, 3], ":x")
+            assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 99
+
+
+def test_migrate_sql_quotes_a_file_that_holds_its_own_quote_tag(pg_server, tmp_path):
+    sql = "CREATE TABLE tagged AS SELECT $todo_0001$ $todo_0001_$ ; $todo_0001$ AS body;\n"
+    (tmp_path / "0001_tagged.sql").write_text(sql)
+    script = migrate.script(migrate.discover(tmp_path), runtime_role="todo_app")
+    url = pg_server.create_database("todo_cli")
+    applied = psql_file(url, script)
+    assert applied.returncode == 0, applied.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT body FROM tagged").fetchone()[0] == " $todo_0001_$ ; "

@@ -77,11 +77,15 @@ WHERE l.locktype = 'advisory' AND l.granted
 #: Inside a file's transaction: no statement or lock limit (a role default meant for the
 #: service must not cut a long migration short); the server reads the file as the scanner
 #: does (standard_conforming_strings) and as the UTF-8 it is (client_encoding).
-PIN_SETTINGS_SQL = """
-SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true),
-       set_config('standard_conforming_strings', 'on', true),
-       set_config('client_encoding', 'UTF8', true)
-"""
+PINNED_SETTINGS = {
+    "lock_timeout": "0",
+    "statement_timeout": "0",
+    "standard_conforming_strings": "on",
+    "client_encoding": "UTF8",
+}
+PIN_SETTINGS_SQL = "SELECT " + ", ".join(
+    f"set_config('{name}', '{value}', true)" for name, value in PINNED_SETTINGS.items()
+)
 
 RECORD_SQL = """
 INSERT INTO schema_migrations (version, name, checksum)
@@ -392,29 +396,59 @@ def _lock_holder(conn: psycopg.Connection) -> str:
 def script(migrations: list[Migration], *, runtime_role: str) -> str:
     """The pending ``migrations`` as one SQL script, with their bookkeeping rows.
 
-    For a DBA to review and run with ``psql -v ON_ERROR_STOP=1 -1 -f -``: one
+    For a DBA to review and run with ``psql -X -v ON_ERROR_STOP=1 -1 -f -``: one
     transaction (``-1``), holding the runners' lock, so it applies all or nothing
     and never beside a runner.
+
+    Each file does exactly what ``apply`` does with it: its text is a dollar-quoted
+    literal that psql's ``\\gexec`` sends to the server as it stands, as one query
+    under the same settings. psql reads nothing inside a dollar quote, so a
+    backslash command (``\\! cmd``) or a ``:variable`` in a file is never psql's
+    business: the server refuses the one as a syntax error, as it does for
+    ``apply``, and reads the other as the SQL it is (``a[1:n]`` is an array slice).
+    Refusing such files instead would depend on reading the file exactly as psql
+    does, whose reading changes with settings like ``standard_conforming_strings``.
     """
     for migration in migrations:
         refuse_transaction_control(migration)
     parts = [
-        "-- todo-server migrations; apply with: psql -v ON_ERROR_STOP=1 -1 -f <this file>",
+        "-- todo-server migrations; apply with: psql -X -v ON_ERROR_STOP=1 -1 -f <this file>",
+        "-- Each file below is the text between its $todo_NNNN$ quotes; \\gexec sends it to",
+        "-- the server as it stands, as `todo-server migrate` does: psql reads nothing in it.",
+        "SET client_encoding = 'UTF8';",
         CREATE_BOOKKEEPING_SQL.strip() + ";",
         f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY});",
         # A plain name (config checks it), so quoting it as a literal is enough.
-        f"SELECT set_config('todo.runtime_role', '{runtime_role}', true);",
+        f"SET LOCAL todo.runtime_role = '{runtime_role}';",
     ]
     for migration in migrations:
         checksum = migration.checksum
+        text = migration.sql if migration.sql.endswith("\n") else migration.sql + "\n"
+        tag = f"$todo_{migration.version:04d}$"
+        while tag in text:
+            tag = tag[:-1] + "_$"
         parts += [
             f"\n-- {migration.path.name} (sha256 {checksum})",
-            migration.sql.rstrip(),
-            ";",
+            *(f"SET LOCAL {name} = '{value}';" for name, value in PINNED_SETTINGS.items()),
+            XACT_MARK_SQL + ";",
+            f"SELECT {tag}{text}{tag} \\gexec",
+            XACT_CHECK_SQL.replace("FILE", migration.path.name) + ";",
             "INSERT INTO schema_migrations (version, name, checksum)"
             f" VALUES ({migration.version}, '{migration.name}', '{checksum}');",
         ]
     return "\n".join(parts) + "\n"
+
+
+#: In the script: the file must leave the transaction it started in, as ``apply`` checks.
+XACT_MARK_SQL = (
+    "DO $mark$ BEGIN PERFORM set_config('todo.file_xact', pg_current_xact_id()::text, true);"
+    " END $mark$"
+)
+XACT_CHECK_SQL = (
+    "DO $check$ BEGIN IF current_setting('todo.file_xact', true)"
+    " IS DISTINCT FROM pg_current_xact_id()::text THEN"
+    " RAISE EXCEPTION 'FILE ended the transaction it runs in'; END IF; END $check$"
+)
 
 
 def pending_on(
