@@ -311,3 +311,18 @@ def test_migrate_sql_quotes_a_file_that_holds_its_own_quote_tag(pg_server, tmp_p
     assert applied.returncode == 0, applied.stderr
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT body FROM tagged").fetchone()[0] == " $todo_0001_$ ; "
+
+
+def test_a_migrate_sql_script_stops_when_a_file_leaves_its_transaction(
+    pg_server, tmp_path, monkeypatch
+):
+    """Should the scan ever miss a COMMIT, the script stops there and records nothing."""
+    monkeypatch.setattr(migrate, "refuse_transaction_control", lambda migration: None)
+    (tmp_path / "0001_escape.sql").write_text("CREATE TABLE a (id int);\nCOMMIT;\n")
+    script = migrate.script(migrate.discover(tmp_path), runtime_role="todo_app")
+    url = pg_server.create_database("todo_cli")
+    applied = psql_file(url, script)
+    assert applied.returncode == 3
+    assert "ERROR:  0001_escape.sql ended the transaction it runs in" in applied.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 0
