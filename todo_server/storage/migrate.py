@@ -22,8 +22,11 @@ Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
 one version, ``.sql`` files that do not follow the naming rule, and pending files
 holding transaction control (``COMMIT``, ``BEGIN``...: see
-``storage.migration_scanner``). Applied files never change; fix forward with a
-new file.
+``storage.migration_scanner``), files that are not UTF-8. Applied files never
+change; fix forward with a new file. Should the scan miss a way out of the
+transaction, the runner notices (its transaction id changed or ended) and says
+so instead of "failed": only a file that failed inside the runner's own
+transaction rolled back.
 """
 
 from __future__ import annotations
