@@ -16,7 +16,7 @@ from tests.support.database import MIGRATION_DEFAULTS
 from todo_server.storage import migrate
 from todo_server.storage.migration_scanner import statements, transaction_control
 
-SETUP = 'CREATE TABLE t ("begin" int, "end" int); CREATE DOMAIN "€e" AS text;\n'
+SETUP = 'CREATE TABLE t ("begin" int, "end" int, "by" int); CREATE DOMAIN "€e" AS text;\n'
 
 #: Files with a COMMIT the server runs, each hidden from a reading that is almost right.
 HIDDEN_COMMITS = {
@@ -27,6 +27,8 @@ HIDDEN_COMMITS = {
     "BEGIN ATOMIC SELECT 1 AS case; END;\nCOMMIT;",
     "case_as_bare_label_in_body": "CREATE FUNCTION f2() RETURNS int LANGUAGE sql\n"
     "BEGIN ATOMIC SELECT 1 case; END;\nCOMMIT;",
+    "case_as_label_after_a_keyword_named_column": "CREATE FUNCTION f4() RETURNS int"
+    " LANGUAGE sql\nBEGIN ATOMIC SELECT by case FROM t; END;\nCOMMIT;",
     "begin_atomic_as_names_in_body": "CREATE FUNCTION f3() RETURNS int LANGUAGE sql\n"
     "BEGIN ATOMIC SELECT begin atomic FROM t; END;\nCOMMIT;",
     # A function named begin, without a body.
@@ -49,6 +51,9 @@ CLEAN_FILES = {
     "BEGIN ATOMIC\n  INSERT INTO t SELECT CASE WHEN a > 0 THEN CASE a WHEN 1 THEN 1 END END, 0;\n"
     '  UPDATE t SET "end" = (CASE WHEN "end" IS NULL THEN 0 END);\nEND;\n'
     "CREATE TABLE after_procedure (id int);",
+    "case_after_distinct_on": "CREATE FUNCTION firsts() RETURNS int LANGUAGE sql\n"
+    "BEGIN ATOMIC SELECT DISTINCT ON (by) CASE WHEN by > 0 THEN 1 END FROM t; END;\n"
+    "CREATE TABLE after_distinct (id int);",
     "labels_in_body": "CREATE FUNCTION labels() RETURNS int LANGUAGE sql\n"
     'BEGIN ATOMIC SELECT t.end FROM t; SELECT 1 AS "end"; END;\n'
     "CREATE TABLE after_labels (id int);",

@@ -41,44 +41,31 @@ _DOLLAR_TAG = re.compile(rf"\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$")
 # ``--`` comments holding at least one newline.
 _CONTINUATION = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f\v]+|--[^\n\r]*[\n\r])*'")
 
-# Words after which a CASE starts an expression; after any other word (a name, a
-# literal, a closing parenthesis) it is a column label, as in ``SELECT 1 case``.
-_BEFORE_EXPRESSION = frozenset(
+# What may follow a column label (``SELECT 1 case FROM t``, ``SELECT x case;``): the end of
+# a target list. A CASE expression never goes on with one of these, all reserved words.
+_AFTER_LABEL = frozenset(
     [
-        "select",
-        "distinct",
-        "all",
-        "when",
-        "then",
-        "else",
+        ",",
+        ";",
+        ")",
+        "into",
+        "from",
         "where",
-        "and",
-        "or",
-        "not",
-        "return",
-        "returning",
-        "by",
+        "group",
         "having",
-        "on",
-        "set",
-        "in",
-        "is",
-        "like",
-        "ilike",
-        "similar",
-        "between",
-        "values",
+        "window",
+        "union",
+        "intersect",
+        "except",
+        "order",
         "limit",
         "offset",
         "fetch",
-        "filter",
-        "using",
-        "exists",
-        "any",
-        "some",
-        "array",
-        "interval",
-        "from",
+        "for",
+        "on",
+        "with",
+        "returning",
+        "end",
     ]
 )
 
@@ -190,15 +177,11 @@ def _creates_routine(words: list[str]) -> bool:
     return words[:1] == ["create"] and words[1:2] in (["function"], ["procedure"])
 
 
-def _is_label(previous: Token | None) -> bool:
-    """Whether a keyword after ``previous`` is a column label rather than a keyword."""
-    if previous is None:
-        return False
-    if previous.kind == "punct":
-        return previous.text in ".)]"
-    if previous.kind == "word":
-        return previous.text == "as" or previous.text not in _BEFORE_EXPRESSION
-    return True  # after a literal or a quoted name
+def _is_case_expression(previous: Token | None, following: Token | None) -> bool:
+    """Whether a CASE opens an expression (which END closes) rather than being a label."""
+    if previous is not None and previous.text in (".", "as"):
+        return False  # t.case, 1 AS case
+    return following is None or following.text not in _AFTER_LABEL
 
 
 def statements(sql: str) -> list[str]:
@@ -210,7 +193,8 @@ def statements(sql: str) -> list[str]:
     words: list[str] = []  # the statement's first words, to recognise CREATE FUNCTION
     depth = 0  # parentheses
     body = 0  # 1 inside a BEGIN ATOMIC body, more inside CASE ... END within it
-    for token in tokens(sql):
+    found_tokens = list(tokens(sql))
+    for index, token in enumerate(found_tokens):
         if token.kind == ";" and depth == 0 and body == 0:
             if first is not None and last is not None:
                 found.append(sql[first.start : last.start + len(last.text)])
@@ -236,7 +220,9 @@ def statements(sql: str) -> list[str]:
                     and _creates_routine(words)
                 ):
                     body = 1
-            elif token.text == "case" and not _is_label(previous):
+            elif token.text == "case" and _is_case_expression(
+                previous, found_tokens[index + 1] if index + 1 < len(found_tokens) else None
+            ):
                 body += 1
             elif token.text == "end" and not (
                 previous is not None and (previous.text == "." or previous.text == "as")
