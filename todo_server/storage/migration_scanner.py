@@ -37,6 +37,7 @@ _IDENT_START = r"A-Za-z_\u0080-\U0010ffff"
 _WORD = re.compile(rf"[{_IDENT_START}][{_IDENT_START}0-9$]*")
 _NUMBER = re.compile(r"[0-9][0-9A-Za-z_.]*")
 _DOLLAR_TAG = re.compile(rf"\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$")
+_LINE_END = re.compile(r"[\n\r]")
 # Between two string literals that PostgreSQL joins into one: white space and
 # ``--`` comments holding at least one newline.
 _CONTINUATION = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f\v]+|--[^\n\r]*[\n\r])*'")
@@ -127,11 +128,11 @@ def tokens(sql: str) -> Iterator[Token]:
     i = 0
     while i < len(sql):
         char = sql[i]
-        if char.isspace():
+        if char in " \t\n\r\f\v":  # the server's white space; U+00A0 and others are letters
             i += 1
         elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = len(sql) if end < 0 else end
+            end = _LINE_END.search(sql, i)
+            i = len(sql) if end is None else end.start()
         elif sql.startswith("/*", i):
             i = _skip_block_comment(sql, i)
         elif char in "eE" and sql.startswith("'", i + 1):
