@@ -38,9 +38,9 @@ HIDDEN_COMMITS = {
     "continued_after_comment": "SELECT E'x' -- note\n'\\' , ';\nCOMMIT;\nSELECT '' AS a, ' ';",
     # A comment ends at a carriage return too.
     "comment_ended_by_carriage_return": "SELECT 1; -- note\rCOMMIT;\n",
-    # No-break space is a letter to the server: x\u00a0e is one name, then a plain string.
-    "no_break_space_in_a_name": 'CREATE DOMAIN "x\u00a0e" AS text;\n'
-    "SELECT x\u00a0e'\\' ;\nCOMMIT;\nSELECT 1; --';",
+    # No-break space is a letter to the server: \u00a0e is a name, then a plain string.
+    "no_break_space_in_a_name": 'CREATE DOMAIN "\u00a0e" AS text;\n'
+    "SELECT \u00a0e'\\' ;\nCOMMIT;\nSELECT 1; --';",
     # A dollar-quote tag of non-ASCII letters.
     "non_ascii_dollar_tag": "SELECT $é$ ' $é$;\nCOMMIT;\nSELECT ' ';",
     # A non-ASCII name ending in e, then a plain string: not an E'' string.
