@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx2
 import psycopg
@@ -177,3 +178,151 @@ def test_serve_end_to_end_with_json_logs(database_url):
     # Stopped with SIGTERM, the server still writes out its last queued lines.
     assert lines[-1]["message"].startswith("Finished server process")
     assert TEST_SECRET not in server.output
+
+
+def package_with_migrations(tmp_path: Path, extra: dict[str, bytes]) -> Path:
+    """A copy of the package whose migrations are the project's plus ``extra``; its root."""
+    root = tmp_path / "installed"
+    package = ROOT / "todo_server"
+    shutil.copytree(
+        package,
+        root / "todo_server",
+        ignore=shutil.ignore_patterns("migrations", "__pycache__"),
+    )
+    shutil.copytree(package / "migrations", root / "todo_server" / "migrations")
+    for name, data in extra.items():
+        (root / "todo_server" / "migrations" / name).write_bytes(data)
+    return root
+
+
+def run_installed(root: Path, *args: str, env: dict[str, str], timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "todo_server", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+NOT_UTF8 = {"0099_latin1.sql": "-- notes\nCOMMENT ON TABLE tasks IS 'café';\n".encode("latin-1")}
+NOT_UTF8_LINE = (
+    "todo-server: migration error: 0099_latin1.sql: not UTF-8 (byte 0xe9 on line 2);"
+    " save the file as UTF-8"
+)
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("verify",), ("sql",), ()])
+def test_a_migration_file_that_is_not_utf8_is_one_line_naming_it(pg_server, tmp_path, args):
+    url = pg_server.create_database("todo_cli")
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    result = run_installed(root, "migrate", *args, env={"DATABASE_URL": url})
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (
+        1,
+        [NOT_UTF8_LINE],
+        "",
+    )
+    with psycopg.connect(url, autocommit=True) as conn:  # nothing was applied
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+
+
+def test_serve_refuses_a_migration_file_that_is_not_utf8(database_url, tmp_path):
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    result = run_installed(root, "serve", env=settings_env(database_url))
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (1, [NOT_UTF8_LINE])
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_migration_file_that_is_not_utf8_while_the_database_is_down(
+    tmp_path,
+):
+    root = package_with_migrations(tmp_path, NOT_UTF8)
+    env = settings_env("postgresql://nobody@127.0.0.1:1/none")
+    result = run_installed(root, "serve", env=env, timeout=30)
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (1, [NOT_UTF8_LINE])
+    assert "Traceback" not in result.stderr
+
+
+def psql_file(url: str, script: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    """``psql -f`` as docs/deploy.md says to run a ``migrate sql`` script."""
+    psql = shutil.which("psql") or str(find_bindir() / "psql")
+    options = [option for variable in variables for option in ("-v", variable)]
+    return subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", *options, "-1", "-f", "-", url],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_sql_never_lets_psql_run_a_backslash_command_from_a_file(pg_server, tmp_path):
+    marker = tmp_path / "shell-ran"
+    root = package_with_migrations(
+        tmp_path,
+        {"0099_shell.sql": f"CREATE TABLE shell_ran (id int);\n\\! touch {marker}\n".encode()},
+    )
+    by_script, by_runner = (pg_server.create_database("todo_cli") for _ in range(2))
+    script = run_installed(root, "migrate", "sql", env={"DATABASE_URL": by_script})
+    assert script.returncode == 0, script.stderr
+
+    applied = psql_file(by_script, script.stdout)
+    # What `migrate` does with the file: the server refuses it, nothing is applied.
+    runner = run_installed(root, "migrate", env={"DATABASE_URL": by_runner})
+    assert not marker.exists()
+    assert applied.returncode == 3
+    assert 'ERROR:  syntax error at or near "\\"' in applied.stderr
+    assert runner.returncode == 1
+    assert 'migration error: 0099_shell.sql failed: syntax error at or near "\\"' in runner.stderr
+    with psycopg.connect(by_script, autocommit=True) as conn:  # all or nothing: nothing
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+    with psycopg.connect(by_runner, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('shell_ran')").fetchone()[0] is None
+        assert 99 not in [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+
+
+def test_migrate_sql_leaves_colon_names_to_the_server_whatever_psql_variables_say(
+    pg_server, tmp_path
+):
+    slice_sql = (
+        "CREATE TABLE slice AS SELECT (ARRAY[1, 2, 3])[2:x] AS part, ':x' AS quoted"
+        " FROM (SELECT 3 AS x) AS s;\n"
+    )
+    root = package_with_migrations(tmp_path, {"0099_slice.sql": slice_sql.encode()})
+    by_script, by_runner = (pg_server.create_database("todo_cli") for _ in range(2))
+    script = run_installed(root, "migrate", "sql", env={"DATABASE_URL": by_script})
+    assert script.returncode == 0, script.stderr
+    applied = psql_file(by_script, script.stdout, "x=1")
+    assert applied.returncode == 0, applied.stderr
+    assert run_installed(root, "migrate", env={"DATABASE_URL": by_runner}).returncode == 0
+    for url in (by_script, by_runner):
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT part, quoted FROM slice").fetchone() == ([2, 3], ":x")
+            assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 99
+
+
+def test_migrate_sql_quotes_a_file_that_holds_its_own_quote_tag(pg_server, tmp_path):
+    sql = "CREATE TABLE tagged AS SELECT $todo_0001$ $todo_0001_$ ; $todo_0001$ AS body;\n"
+    (tmp_path / "0001_tagged.sql").write_text(sql)
+    script = migrate.script(migrate.discover(tmp_path), runtime_role="todo_app")
+    url = pg_server.create_database("todo_cli")
+    applied = psql_file(url, script)
+    assert applied.returncode == 0, applied.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT body FROM tagged").fetchone()[0] == " $todo_0001_$ ; "
+
+
+def test_a_migrate_sql_script_stops_when_a_file_leaves_its_transaction(
+    pg_server, tmp_path, monkeypatch
+):
+    """Should the scan ever miss a COMMIT, the script stops there and records nothing."""
+    monkeypatch.setattr(migrate, "refuse_transaction_control", lambda migration: None)
+    (tmp_path / "0001_escape.sql").write_text("CREATE TABLE a (id int);\nCOMMIT;\n")
+    script = migrate.script(migrate.discover(tmp_path), runtime_role="todo_app")
+    url = pg_server.create_database("todo_cli")
+    applied = psql_file(url, script)
+    assert applied.returncode == 3
+    assert "ERROR:  0001_escape.sql ended the transaction it runs in" in applied.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 0

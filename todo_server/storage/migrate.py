@@ -22,8 +22,11 @@ Refused, because each means the database and the files disagree: an applied file
 whose checksum changed, an applied version whose file is gone, two files with
 one version, ``.sql`` files that do not follow the naming rule, and pending files
 holding transaction control (``COMMIT``, ``BEGIN``...: see
-``storage.migration_scanner``). Applied files never change; fix forward with a
-new file.
+``storage.migration_scanner``), files that are not UTF-8. Applied files never
+change; fix forward with a new file. Should the scan miss a way out of the
+transaction, the runner notices (its transaction id changed or ended) and says
+so instead of "failed": only a file that failed inside the runner's own
+transaction rolled back.
 """
 
 from __future__ import annotations
@@ -74,6 +77,19 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND ((l.classid::bigint << 32) | l.objid::bigint) = %s
 """
 
+#: Inside a file's transaction: no statement or lock limit (a role default meant for the
+#: service must not cut a long migration short); the server reads the file as the scanner
+#: does (standard_conforming_strings) and as the UTF-8 it is (client_encoding).
+PINNED_SETTINGS = {
+    "lock_timeout": "0",
+    "statement_timeout": "0",
+    "standard_conforming_strings": "on",
+    "client_encoding": "UTF8",
+}
+PIN_SETTINGS_SQL = "SELECT " + ", ".join(
+    f"set_config('{name}', '{value}', true)" for name, value in PINNED_SETTINGS.items()
+)
+
 RECORD_SQL = """
 INSERT INTO schema_migrations (version, name, checksum)
 VALUES (%(version)s, %(name)s, %(checksum)s)
@@ -108,7 +124,13 @@ class Applied:
 def discover(directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
     """The migration files in version order; refuses bad names and duplicate versions."""
     found: dict[int, Migration] = {}
-    for path in sorted(directory.iterdir()):
+    try:
+        paths = sorted(directory.iterdir())
+    except OSError as exc:
+        raise MigrationError(
+            f"{directory}: cannot list the migrations ({exc.strerror or exc})"
+        ) from None
+    for path in paths:
         if not path.name.lower().endswith(".sql"):
             continue
         match = FILE_NAME.fullmatch(path.name)
@@ -121,15 +143,31 @@ def discover(directory: Path = DEFAULT_DIRECTORY) -> list[Migration]:
             raise MigrationError(
                 f"{path.name}: version {version} is also used by {found[version].path.name}"
             )
-        data = path.read_bytes()
+        data, text = _read_sql(path)
         found[version] = Migration(
             version=version,
             name=match.group(2),
             path=path,
-            sql=data.decode("utf-8"),
+            sql=text,
             checksum=hashlib.sha256(data).hexdigest(),
         )
     return [found[version] for version in sorted(found)]
+
+
+def _read_sql(path: Path) -> tuple[bytes, str]:
+    """A file's bytes and text, or a one-line refusal naming it: unreadable, or not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MigrationError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return data, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise MigrationError(
+            f"{path.name}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line});"
+            " save the file as UTF-8"
+        ) from None
 
 
 def pending(migrations: list[Migration], applied: list[Applied]) -> list[Migration]:
@@ -232,19 +270,14 @@ def apply(
         refuse_transaction_control(migration)
     applied = []
     for migration in todo:
+        run = _Run()
         try:
             with _locked(conn, lock_timeout, runtime_role):
                 # Under the lock, the history is the truth: another runner may
                 # have applied this file since we looked.
                 if migration not in pending(migrations, read_applied(conn)):
                     continue
-                conn.execute(migration.sql.encode("utf-8"))
-                if conn.info.transaction_status != TransactionStatus.INTRANS:
-                    # The scan missed a way out; stop before anything else runs.
-                    raise MigrationError(
-                        f"{migration.path.name} ended its own transaction;"
-                        " part of it may be applied: check the database by hand"
-                    )
+                run.execute(conn, migration.sql)
                 conn.execute(
                     RECORD_SQL,
                     {
@@ -255,11 +288,77 @@ def apply(
                 )
         except MigrationError:
             raise
-        except psycopg.Error as exc:
+        except (psycopg.Error, _EndedItsTransaction) as exc:
+            if run.left_its_transaction(conn):
+                raise MigrationError(
+                    f"{migration.path.name} ended the transaction it runs in (a COMMIT,"
+                    " ROLLBACK or the like that the scan did not find): what ran outside it may"
+                    " be committed; the file is not recorded and stays pending; check the"
+                    " database by hand before fixing forward"
+                ) from exc
+            assert isinstance(exc, psycopg.Error)
             message = (exc.diag.message_primary or str(exc)).strip()
             raise MigrationError(f"{migration.path.name} failed: {message}") from exc
         applied.append(migration)
     return applied
+
+
+class _EndedItsTransaction(Exception):
+    """A file's text left the runner's transaction."""
+
+
+class _Run:
+    """One file's run inside the runner's transaction, and whether it stayed there.
+
+    "A failed file rolled back and stays pending" holds only while the transaction
+    that failed is the runner's own; a COMMIT or ROLLBACK the scan missed ends it,
+    and what follows runs in transactions of the file's own. So the runner notes its
+    transaction's id before the file and, afterwards, whether it is still in it.
+    """
+
+    def __init__(self) -> None:
+        self.xact = ""
+        self.status_after = TransactionStatus.UNKNOWN
+        self.stayed = False
+
+    def execute(self, conn: psycopg.Connection, sql: str) -> None:
+        self.xact = _current_xact(conn)
+        try:
+            conn.execute(sql.encode("utf-8"))
+        finally:
+            self.status_after = conn.info.transaction_status
+        if self.status_after != TransactionStatus.INTRANS or _current_xact(conn) != self.xact:
+            raise _EndedItsTransaction
+        self.stayed = True
+
+    def left_its_transaction(self, conn: psycopg.Connection) -> bool:
+        """After a failure (and the rollback): whether the file got out of the transaction."""
+        if not self.xact or self.stayed:
+            return False  # the file never ran, or ran and stayed inside
+        if self.status_after != TransactionStatus.INERROR:
+            return True  # ended, or a new transaction of the file's own
+        # Failed inside a transaction: it was ours unless ours ended before.
+        return _outcome(conn, self.xact) != "aborted"
+
+
+CURRENT_XACT_SQL = "SELECT pg_current_xact_id()::text"
+XACT_STATUS_SQL = "SELECT pg_xact_status(%s::xid8)"
+
+
+def _current_xact(conn: psycopg.Connection) -> str:
+    """The id of the transaction ``conn`` is in (assigning one if it has none yet)."""
+    row = conn.execute(CURRENT_XACT_SQL).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _outcome(conn: psycopg.Connection, xact: str) -> str:
+    """What became of a finished transaction: committed, aborted, or in progress (prepared)."""
+    try:
+        row = conn.execute(XACT_STATUS_SQL, (xact,)).fetchone()
+    except psycopg.Error:
+        return "unknown"  # the connection is gone: nothing can tell
+    return str(row[0]) if row else "unknown"
 
 
 @contextmanager
@@ -282,12 +381,7 @@ def _locked(conn: psycopg.Connection, lock_timeout: float, runtime_role: str) ->
                 f"another migration run holds the lock after {lock_timeout:g} s: "
                 f"{_lock_holder(conn)}; wait for it, or end that session"
             ) from None
-        # A role default meant for the service (DB_PGBOUNCER) must not cut a long
-        # migration short: no statement or lock limit inside a file's transaction.
-        conn.execute(
-            "SELECT set_config('lock_timeout', '0', true),"
-            " set_config('statement_timeout', '0', true)"
-        )
+        conn.execute(PIN_SETTINGS_SQL)
         yield
 
 
@@ -305,34 +399,69 @@ def _lock_holder(conn: psycopg.Connection) -> str:
 def script(migrations: list[Migration], *, runtime_role: str) -> str:
     """The pending ``migrations`` as one SQL script, with their bookkeeping rows.
 
-    For a DBA to review and run with ``psql -v ON_ERROR_STOP=1 -1 -f -``: one
+    For a DBA to review and run with ``psql -X -v ON_ERROR_STOP=1 -1 -f -``: one
     transaction (``-1``), holding the runners' lock, so it applies all or nothing
     and never beside a runner.
+
+    Each file does exactly what ``apply`` does with it: its text is a dollar-quoted
+    literal that psql's ``\\gexec`` sends to the server as it stands, as one query
+    under the same settings. psql reads nothing inside a dollar quote, so a
+    backslash command (``\\! cmd``) or a ``:variable`` in a file is never psql's
+    business: the server refuses the one as a syntax error, as it does for
+    ``apply``, and reads the other as the SQL it is (``a[1:n]`` is an array slice).
+    Refusing such files instead would depend on reading the file exactly as psql
+    does, whose reading changes with settings like ``standard_conforming_strings``.
     """
     for migration in migrations:
         refuse_transaction_control(migration)
     parts = [
-        "-- todo-server migrations; apply with: psql -v ON_ERROR_STOP=1 -1 -f <this file>",
+        "-- todo-server migrations; apply with: psql -X -v ON_ERROR_STOP=1 -1 -f <this file>",
+        "-- Each file below is the text between its $todo_NNNN$ quotes; \\gexec sends it to",
+        "-- the server as it stands, as `todo-server migrate` does: psql reads nothing in it.",
+        "SET client_encoding = 'UTF8';",
         CREATE_BOOKKEEPING_SQL.strip() + ";",
         f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY});",
         # A plain name (config checks it), so quoting it as a literal is enough.
-        f"SELECT set_config('todo.runtime_role', '{runtime_role}', true);",
+        f"SET LOCAL todo.runtime_role = '{runtime_role}';",
     ]
     for migration in migrations:
         checksum = migration.checksum
+        text = migration.sql if migration.sql.endswith("\n") else migration.sql + "\n"
+        tag = f"$todo_{migration.version:04d}$"
+        while tag in text:
+            tag = tag[:-1] + "_$"
         parts += [
             f"\n-- {migration.path.name} (sha256 {checksum})",
-            migration.sql.rstrip(),
-            ";",
+            *(f"SET LOCAL {name} = '{value}';" for name, value in PINNED_SETTINGS.items()),
+            XACT_MARK_SQL + ";",
+            f"SELECT {tag}{text}{tag} \\gexec",
+            XACT_CHECK_SQL.replace("FILE", migration.path.name) + ";",
             "INSERT INTO schema_migrations (version, name, checksum)"
             f" VALUES ({migration.version}, '{migration.name}', '{checksum}');",
         ]
     return "\n".join(parts) + "\n"
 
 
+#: In the script: the file must leave the transaction it started in, as ``apply`` checks.
+XACT_MARK_SQL = (
+    "DO $mark$ BEGIN PERFORM set_config('todo.file_xact', pg_current_xact_id()::text, true);"
+    " END $mark$"
+)
+XACT_CHECK_SQL = (
+    "DO $check$ BEGIN IF current_setting('todo.file_xact', true)"
+    " IS DISTINCT FROM pg_current_xact_id()::text THEN"
+    " RAISE EXCEPTION 'FILE ended the transaction it runs in'; END IF; END $check$"
+)
+
+
 def pending_on(
     url: str, connect_timeout: float, directory: Path = DEFAULT_DIRECTORY
 ) -> list[Migration]:
-    """Connect to ``url`` and return the files not yet applied there."""
+    """Connect to ``url`` and return the files not yet applied there.
+
+    The files are read first, so one that cannot be read is refused even while the
+    database is down.
+    """
+    migrations = discover(directory)
     with psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))) as conn:
-        return pending(discover(directory), read_applied(conn))
+        return pending(migrations, read_applied(conn))
