@@ -131,8 +131,8 @@ def tokens(sql: str) -> Iterator[Token]:
         if char in " \t\n\r\f\v":  # the server's white space; U+00A0 and others are letters
             i += 1
         elif sql.startswith("--", i):
-            end = _LINE_END.search(sql, i)
-            i = len(sql) if end is None else end.start()
+            line_end = _LINE_END.search(sql, i)
+            i = len(sql) if line_end is None else line_end.start()
         elif sql.startswith("/*", i):
             i = _skip_block_comment(sql, i)
         elif char in "eE" and sql.startswith("'", i + 1):
