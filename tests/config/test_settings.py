@@ -458,3 +458,17 @@ def test_start_up_logs_what_loading_the_settings_decided(make_client, caplog):
         client = make_client(JWT_JWKS_URL="http://127.0.0.1:9/api/auth/jwks", JWT_JWKS_ISSUER="any")
         client.get("/health")
     assert "settings: JWT_JWKS_ISSUER=any: the issuer of JWKS tokens is not checked" in caplog.text
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "BETTER_AUTH_SECRET", "ALLOWED_ORIGINS"])
+def test_a_value_that_is_not_utf8_names_the_variable(variable):
+    """The environment holds bytes; Python keeps undecodable ones as surrogates (os.fsdecode)."""
+    import os
+
+    raw = os.fsdecode(
+        b"postgresql://x\xff@localhost/todo" if variable == "DATABASE_URL" else b"\xff\xfe"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env(**{variable: raw}))
+    assert str(refused.value) == f"{variable}: is not valid UTF-8"
+    assert "\\udcff" not in repr(refused.value) and "\udcff" not in str(refused.value)

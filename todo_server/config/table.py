@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from todo_server.config.parsers import (
+    ConfigError,
     any_text,
     one_of,
     origins,
@@ -68,10 +69,18 @@ class Setting:
 
 
 def env_text(env: Mapping[str, str], name: str) -> str | None:
-    """The variable's stripped text, or None when unset or blank."""
+    """The variable's stripped text, or None when unset or blank.
+
+    The environment holds bytes; those that are not UTF-8 reach Python as lone
+    surrogates and would fail later, in a traceback far from the variable's name.
+    """
     value = env.get(name)
     if value is None or not value.strip():
         return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(name, "is not valid UTF-8") from None
     return value.strip()
 
 
