@@ -15,13 +15,19 @@ PER_REQUEST = {"request_id", "user"}
 
 
 def state_keys_read(tree: ast.AST) -> set[str]:
-    """``x.state.<key>`` and ``state["<key>"]`` / ``state.get("<key>")`` in one module."""
+    """``request.state.<key>`` and ``state["<key>"]`` / ``state.get("<key>")`` in one module.
+
+    Only ``request.state``: other objects have a ``state`` of their own (a listing
+    page's ETag state), which is not the lifespan's.
+    """
     keys: set[str] = set()
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Attribute)
             and node.value.attr == "state"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "request"
         ):
             keys.add(node.attr)
         elif isinstance(node, ast.Subscript) and _is_state(node.value):
@@ -65,6 +71,7 @@ def test_the_reader_finds_what_handlers_read():
     read = state_keys_read(
         ast.parse(
             "request.state.pool\nscope['state']['verifier']\nstate.get('user')\njwks.state()\n"
+            "page.state.endswith('x')\n"
         )
     )
     assert read == {"pool", "verifier", "user"}

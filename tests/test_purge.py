@@ -20,7 +20,14 @@ from tests.support.task_users import User
 from tests.support.timekeeping import wait_until
 from todo_server.purge import PURGE_LOCK_KEY, Purged, purge
 
-NOW = datetime.now(UTC)
+
+def now() -> datetime:
+    """The purge's ``now`` as the service passes it: the time of the call, not of the import.
+
+    A time taken once at import runs behind while the suite runs; the purge takes the
+    earlier of its caller's cutoff and the database's, so rows made since would stay.
+    """
+    return datetime.now(UTC)
 
 
 def purge_at(database_url: str, when: datetime, **options) -> Purged:
@@ -51,11 +58,11 @@ def test_deleted_tasks_can_be_restored_until_purged_after_retention(ada, db, dat
         assert ada.request("DELETE", f"/{task['id']}").status_code == 204
 
     deleted_days_ago(db, 29)
-    assert purge_at(database_url, NOW).tasks == 0
+    assert purge_at(database_url, now()).tasks == 0
     assert ada.request("POST", f"/{kept['id']}/restore").status_code == 200
 
     deleted_days_ago(db, 31)
-    assert purge_at(database_url, NOW).tasks == 1
+    assert purge_at(database_url, now()).tasks == 1
     assert_error(ada.request("POST", f"/{purged['id']}/restore"), 404, "not_found")
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
     assert db.execute("SELECT live_tasks, deleted_tasks FROM users").fetchone() == (1, 0)
@@ -65,13 +72,13 @@ def test_expired_idempotency_keys_and_throttling_rows_are_purged(ada, client, db
     ada.request("POST", json={"title": "once"}, headers={"Idempotency-Key": "k1"})
     client.post("/auth/login", json={"email": "nobody@example.com", "password": "wrong pass"})
     # A server whose clock runs a day ahead purges nothing early: the database's clock decides.
-    assert purge_at(database_url, NOW + timedelta(days=1)).total == 0
+    assert purge_at(database_url, now() + timedelta(days=1)).total == 0
     db.execute("UPDATE idempotency_keys SET created_at = now() - interval '23 hours'")
     db.execute("UPDATE login_failures SET failed_at = now() - interval '16 minutes'")
-    result = purge_at(database_url, NOW)  # the 15-minute window is over
+    result = purge_at(database_url, now())  # the 15-minute window is over
     assert (result.idempotency_keys, result.login_failures) == (0, 2)  # email and address rows
     db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
-    assert purge_at(database_url, NOW).idempotency_keys == 1
+    assert purge_at(database_url, now()).idempotency_keys == 1
     assert db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 0
 
@@ -90,7 +97,7 @@ def test_deleted_tasks_count_toward_a_cap_of_their_own(make_client, db, database
     db.execute(
         "UPDATE tasks SET deleted_at = deleted_at - interval '31 days' WHERE deleted_at IS NOT NULL"
     )
-    assert purge_at(database_url, NOW).tasks == 2
+    assert purge_at(database_url, now()).tasks == 2
     assert ada.request("DELETE", f"/{task['id']}").status_code == 204
 
 
@@ -99,7 +106,7 @@ def test_purge_goes_in_small_batches_and_one_process_at_a_time(ada, db, database
         task = ada.create()
         ada.request("DELETE", f"/{task['id']}")
     deleted_days_ago(db, 31)
-    later = NOW
+    later = now()
     with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (PURGE_LOCK_KEY,))
         skipped = purge_at(database_url, later, batch=2)
@@ -142,7 +149,7 @@ def test_a_sync_token_from_before_a_purge_is_refused_with_410(ada, db, database_
     token = ada.list(updated_since="2000-01-01T00:00:00Z")["sync_token"]
     ada.request("DELETE", f"/{gone['id']}")
     deleted_days_ago(db, 31)
-    purge_at(database_url, NOW)
+    purge_at(database_url, now())
     r = ada.request("GET", params={"sync_token": token})
     assert_error(r, 410, "sync_token_expired")
     fresh = ada.list(updated_since="2000-01-01T00:00:00Z")
@@ -184,12 +191,12 @@ def test_a_caller_may_keep_deleted_tasks_longer_but_never_shorter(ada, db, datab
     ada.request("DELETE", f"/{task['id']}")
     db.execute("UPDATE tasks SET deleted_at = now() - interval '40 days'")
     # A retention of 60 days asked for: kept.
-    assert purge_at(database_url, NOW, retention_days=60).tasks == 0
+    assert purge_at(database_url, now(), retention_days=60).tasks == 0
     # The owner's floor lowered to 7 days: a 10-day retention purges what is 10 days old.
     db.execute("UPDATE tasks SET deleted_at = now() - interval '11 days'")
-    assert purge_at(database_url, NOW, retention_days=10).tasks == 0  # the 30-day floor
+    assert purge_at(database_url, now(), retention_days=10).tasks == 0  # the 30-day floor
     db.execute("INSERT INTO purge_policy (deleted_task_retention) VALUES (interval '7 days')")
-    assert purge_at(database_url, NOW, retention_days=10).tasks == 1
+    assert purge_at(database_url, now(), retention_days=10).tasks == 1
 
 
 def test_the_runtime_role_cannot_purge_live_idempotency_keys(ada, db, database_url):
