@@ -282,6 +282,34 @@ def test_migrate_sql_never_lets_psql_run_a_backslash_command_from_a_file(pg_serv
         assert 99 not in [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
 
 
+def test_a_nul_byte_cannot_end_migrate_sqls_quoting_under_psql(pg_server, tmp_path):
+    """psql reads lines as C strings: a NUL cuts its line, and the next line joins the rest.
+
+    Split by a NUL and a newline, the script's own dollar-quote tag is invisible to a
+    search of the file but whole to psql, which would then run the ``\\!`` after it.
+    The server cannot take a NUL either, so such a file is refused before any SQL.
+    """
+    marker = tmp_path / "shell-ran"
+    planted = (
+        b"CREATE TABLE notes (id int);\n/* $todo_0099\x00\n$ \\! touch "
+        + str(marker).encode()
+        + b"\n*/\n"
+    )
+    root = package_with_migrations(tmp_path, {"0099_add_a_note.sql": planted})
+    url = pg_server.create_database("todo_cli")
+    for action in (["migrate", "sql"], ["migrate"], ["migrate", "status"]):
+        refused = run_installed(root, *action, env={"DATABASE_URL": url})
+        assert refused.returncode == 1, (action, refused.stdout)
+        assert refused.stdout == ""
+        assert refused.stderr.strip().splitlines() == [
+            "todo-server: migration error: 0099_add_a_note.sql: holds a NUL byte (line 2),"
+            " which neither PostgreSQL nor psql can read as SQL"
+        ], action
+    assert not marker.exists()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('notes')").fetchone()[0] is None
+
+
 def test_migrate_sql_leaves_colon_names_to_the_server_whatever_psql_variables_say(
     pg_server, tmp_path
 ):

@@ -161,13 +161,22 @@ def _read_sql(path: Path) -> tuple[bytes, str]:
     except OSError as exc:
         raise MigrationError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
     try:
-        return data, data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise MigrationError(
             f"{path.name}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line});"
             " save the file as UTF-8"
         ) from None
+    if "\0" in text:
+        # The server refuses it; psql cuts the line there and joins the next one on,
+        # which could close the quoting ``migrate sql`` puts around the file.
+        line = text[: text.index("\0")].count("\n") + 1
+        raise MigrationError(
+            f"{path.name}: holds a NUL byte (line {line}),"
+            " which neither PostgreSQL nor psql can read as SQL"
+        )
+    return data, text
 
 
 def pending(migrations: list[Migration], applied: list[Applied]) -> list[Migration]:
