@@ -246,3 +246,36 @@ async def purge_now(database_url: str) -> Purged:
         database_url, autocommit=True, row_factory=dict_row
     ) as conn:
         return await purge(conn, retention_days=30)
+
+
+def test_a_backup_restored_into_another_database_on_the_same_server(ada, pg_server, database_url):
+    """The most common restore: same cluster, so same identity and a counter already past
+    every restored id; only the database is new. A token from before must not pass."""
+    kept = ada.create(title="in the backup")
+    bindir = find_bindir()
+    dump = subprocess.run(
+        [str(bindir / "pg_dump"), "-d", database_url], capture_output=True, check=True
+    )
+    # After the backup: a new task, a deletion; the client syncs both.
+    ada.create(title="created after the backup")
+    ada.request("DELETE", f"/{kept['id']}")
+    replica = Replica(lambda params: ada.list(**params))
+    replica.sync()
+    assert [t["title"] for t in replica.tasks.values()] == ["created after the backup"]
+
+    restored_url = pg_server.create_database("todo_restored")
+    subprocess.run(
+        [str(bindir / "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", restored_url],
+        input=dump.stdout,
+        capture_output=True,
+        check=True,
+    )
+    app = create_app(load_settings(settings_env(restored_url)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        moved = User(client, "ada")
+        assert_error(
+            moved.request("GET", params={"sync_token": replica.token}), 410, "sync_token_expired"
+        )
+        fresh = Replica(lambda params: moved.list(**params))
+        fresh.sync()
+        assert fresh.tasks == {kept["id"]: kept}

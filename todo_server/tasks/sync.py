@@ -14,9 +14,10 @@ on a lock and committed after later ones. A token from before a purge of the
 user's tombstones is refused (410): the client starts afresh.
 
 Transaction ids belong to one database's history, so tokens and cursors name
-it: a hash of the cluster's ``system_identifier``, which a dump restored into
-another cluster (pg_dump | psql, a provider's logical copy) does not keep. A
-token from another database is refused (410). So is one beyond the snapshot's
+it: a hash of the cluster's ``system_identifier`` and the database's oid. A dump
+restored into another cluster (pg_dump | psql, a provider's logical copy) keeps
+neither; one restored into a new database on the same server keeps the first,
+not the second. A token from another database is refused (410). So is one beyond the snapshot's
 xmax, which a token from before a point-in-time restore or a failover that
 lost the last transactions can be (same cluster identity, counter behind).
 A restore also keeps the stored ``change_xid`` and ``users.purged_xid``: where
@@ -53,7 +54,9 @@ SELECT {PAGE_AGGREGATES},
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS snapshot_xmax,
        (SELECT purged_xid FROM users WHERE id = %(user_id)s) AS purged_xid,
        (SELECT max(s.change_xid) FROM tasks AS s WHERE s.user_id = %(user_id)s) AS newest,
-       (SELECT system_identifier FROM pg_control_system())::text AS system_identifier
+       (SELECT system_identifier FROM pg_control_system())::text || '/'
+           || (SELECT oid FROM pg_database WHERE datname = current_database())::text
+           AS database_identity
 FROM (
     SELECT t.id::text AS id, t.change_xid AS sort_value,
            CASE WHEN t.deleted_at IS NULL THEN {TASK_JSON} ELSE {TOMBSTONE_JSON} END AS body,
@@ -106,9 +109,9 @@ MOVED = (
 )
 
 
-def database_id(system_identifier: str) -> str:
-    """The database a token's transaction ids belong to, as tokens name it (no cluster detail)."""
-    digest = hashlib.sha256(b"todo-server database " + system_identifier.encode())
+def database_id(identity: str) -> str:
+    """The database a token's ids belong to (cluster identity and database oid), hashed."""
+    digest = hashlib.sha256(b"todo-server database " + identity.encode())
     return digest.hexdigest()[:16]
 
 
@@ -147,7 +150,7 @@ async def read_changes(
     if max(row["newest"] or 0, row["purged_xid"] or 0) >= row["snapshot_xmax"]:
         await rebase_foreign_changes(conn, user_id)
         row = await _fetch_one(conn, params)
-    database = database_id(row["system_identifier"])
+    database = database_id(row["database_identity"])
     if any(issuer != database for issuer in issued_by):
         raise SyncTokenExpired(MOVED)
     if max(floor or 0, next_floor or 0, after_xid) > row["snapshot_xmax"]:
