@@ -202,3 +202,30 @@ def test_the_runtime_role_cannot_back_date_a_deletion(runtime, two_users, db):
     runtime.execute("UPDATE tasks SET deleted_at = NULL WHERE id = %s", (ada_task["id"],))
     runtime.commit()
     assert db.execute("SELECT count(*) FROM tasks WHERE deleted_at IS NULL").fetchone() == (2,)
+
+
+def test_the_runtime_role_cannot_back_date_an_idempotency_key(runtime, db):
+    """created_at starts a key's 24 hours: back-dated, a live key would be purged at once."""
+    act_as(runtime, "ada")
+    runtime.execute(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ('ada', 'k1', 'h')"
+    )
+    runtime.commit()
+    for statement in (
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'k1'",
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)"
+        " VALUES ('ada', 'k2', 'h', now() - interval '2 days')",
+    ):
+        act_as(runtime, "ada")
+        with pytest.raises(psycopg.errors.CheckViolation, match="created_at may only be"):
+            runtime.execute(statement)
+        runtime.rollback()
+    # What the service does: claim a key anew (created_at = now()), save its response.
+    act_as(runtime, "ada")
+    runtime.execute("UPDATE idempotency_keys SET created_at = now() WHERE key = 'k1'")
+    runtime.execute("UPDATE idempotency_keys SET status = 201 WHERE key = 'k1'")
+    runtime.commit()
+    act_as(runtime, "ada")
+    runtime.execute("SELECT todo_purge_idempotency_keys('infinity', 1000)")
+    runtime.commit()
+    assert db.execute("SELECT key FROM idempotency_keys").fetchall() == [("k1",)]
