@@ -103,9 +103,9 @@ class SyncPage(Page):
 
 
 MOVED = (
-    "This sync_token (or cursor) was issued by another database (the service's database was restored"
-    " or failed over); sync from scratch (updated_since=2000-01-01T00:00:00Z) and keep"
-    " the new token"
+    "This sync_token (or cursor) was issued by another database (the service's database"
+    " was restored or failed over); sync from scratch (updated_since=2000-01-01T00:00:00Z)"
+    " and keep the new token"
 )
 
 
