@@ -99,6 +99,8 @@ def test_an_access_line_written_directly_is_the_line_its_record_would_give():
         logs.AccessEntry(1764595000.9996, "abc", "GET", "/api/tasks", 200, 1.23, "ada"),
         logs.AccessEntry(1764595000.25, None, "POST", '/x\x1b[2J"q\\\u2028é', 404, 0.5, None),
         logs.AccessEntry(1764595001.0, 'a"b\\c', "GET", "/y", 500, 12.0, "ユーザー\n"),
+        logs.AccessEntry(1764595002.5, "t", "GET", "/z", 200, 1.0, None, "4bf92f3577b34da6" * 2),
+        logs.AccessEntry(1764595003.5, "t", "GET", "/z", 200, 1.0, None, 'x\x1b"\u2028'),
     ]
     for entry in entries:
         direct = formatter.format_access(entry)
@@ -174,3 +176,62 @@ def test_a_stuck_stderr_bounds_what_waits_and_counts_what_was_dropped():
 def test_bidirectional_controls_are_escaped_so_a_value_cannot_show_itself_reversed():
     assert logs.escape_controls("evil\u202egnp.exe") == r"evil\u202egnp.exe"
     assert logs.escape_controls("\u2066x\u2069\u200f") == r"\u2066x\u2069\u200f"
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _record(message: str) -> logging.LogRecord:
+    record = logging.LogRecord("todo_server.test", logging.WARNING, "", 0, message, None, None)
+    logs.RequestIdFilter().filter(record)
+    return record
+
+
+def test_a_record_logged_during_a_traced_request_carries_its_trace_id():
+    request = logs.request_id_var.set("rid-7")
+    trace = logs.trace_id_var.set(TRACE_ID)
+    try:
+        record = _record("inside")
+    finally:
+        logs.trace_id_var.reset(trace)
+        logs.request_id_var.reset(request)
+    entry = json.loads(logs.JsonFormatter().format(record))
+    assert list(entry)[:6] == ["time", "level", "logger", "message", "request_id", "trace_id"]
+    assert (entry["request_id"], entry["trace_id"]) == ("rid-7", TRACE_ID)
+    assert (
+        logs.TextFormatter()
+        .format(record)
+        .endswith(f" WARNING todo_server.test [rid-7 trace={TRACE_ID}] inside")
+    )
+
+
+def test_a_record_without_a_trace_has_no_trace_id_field():
+    record = _record("outside")
+    assert "trace_id" not in json.loads(logs.JsonFormatter().format(record))
+    assert logs.TextFormatter().format(record).endswith(" WARNING todo_server.test [None] outside")
+    entry = logs.AccessEntry(1764595000.0, "rid", "GET", "/api/tasks", 200, 1.0, "ada")
+    assert "trace_id" not in json.loads(logs.JsonFormatter().format_access(entry))
+    assert "trace=" not in logs.TextFormatter().format_access(entry)
+
+
+def test_the_writer_writes_the_trace_id_of_records_and_access_entries(monkeypatch):
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    trace = logs.trace_id_var.set(TRACE_ID)
+    try:
+        logs.configure_logging("info", "json")
+        logging.getLogger("todo_server.test").info("traced")
+        logs.log_access("rid-1", "GET", "/api/tasks", 200, 1.5, "ada", TRACE_ID)
+        logs.flush_logs()
+    finally:
+        logs.trace_id_var.reset(trace)
+        logs.stop_logging()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        stream.close()
+    with os.fdopen(read_end) as lines:
+        written = [json.loads(line) for line in lines]
+    assert [entry["trace_id"] for entry in written] == [TRACE_ID, TRACE_ID]

@@ -2,7 +2,9 @@
 
 Every record carries the current request id (from a context variable the
 ``web.middleware.ServiceMiddleware`` sets), so all lines of one request can be
-found together.
+found together; and, when the request came with a valid W3C ``traceparent``,
+its trace id (another context variable), so they can be found beside the
+frontend's lines of the same trace.
 
 The event loop never formats or writes a line. Records, and the access log's
 entries, go onto a deque; a writer thread of our own wakes a few times a
@@ -33,11 +35,16 @@ from todo_server.text_rules import LOG_ESCAPES
 #: The current request's id, set by ``web.middleware.ServiceMiddleware``, read into every record.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
+#: The current request's W3C trace id (32 lowercase hex), set by
+#: ``web.middleware.ServiceMiddleware`` only when the request came with a valid
+#: ``traceparent``; read into every record.
+trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
+
 #: Attributes of a LogRecord that are not "extra" fields. uvicorn's
 #: ``color_message`` is its message again with raw ANSI colour codes: dropped.
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "request_id", "color_message"}
+    | {"message", "asctime", "request_id", "trace_id", "_trace", "color_message"}
 )
 
 
@@ -85,6 +92,7 @@ class AccessEntry(NamedTuple):
     status: int
     duration_ms: float
     user_id: str | None
+    trace_id: str | None = None
 
     def message(self) -> str:
         return (
@@ -107,19 +115,25 @@ class AccessEntry(NamedTuple):
         record.msecs = int((self.created - int(self.created)) * 1000) + 0.0
         record.__dict__.update(self.fields())
         record.request_id = self.request_id
+        record.trace_id = self.trace_id
         return record
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to every record."""
+    """Adds ``request_id`` and ``trace_id`` to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.trace_id = trace_id_var.get()
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with any ``extra`` fields included."""
+    """One JSON object per line, with any ``extra`` fields included.
+
+    ``trace_id`` follows ``request_id`` when the request had one, and is
+    absent otherwise.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -129,6 +143,9 @@ class JsonFormatter(logging.Formatter):
             "message": escape_controls(record.getMessage()),
             "request_id": getattr(record, "request_id", None),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            entry["trace_id"] = _escaped(trace_id)
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES:
                 entry[escape_controls(key)] = _escaped(value)
@@ -150,10 +167,15 @@ class JsonFormatter(logging.Formatter):
         text = _json_text
         user_id = "null" if entry.user_id is None else text(escape_controls(entry.user_id))
         request_id = "null" if entry.request_id is None else text(entry.request_id)
+        trace = (
+            ""
+            if entry.trace_id is None
+            else f', "trace_id": {text(escape_controls(entry.trace_id))}'
+        )
         return (
             f'{{"time": "{_iso_millis(entry.created)}", "level": "info",'
             f' "logger": "{ACCESS_LOGGER}", "message": {text(escape_controls(entry.message()))},'
-            f' "request_id": {request_id}, "method": {text(escape_controls(entry.method))},'
+            f' "request_id": {request_id}{trace}, "method": {text(escape_controls(entry.method))},'
             f' "path": {text(escape_controls(entry.path))}, "status": {entry.status},'
             f' "duration_ms": {entry.duration_ms!r}, "user_id": {user_id}}}'
         )
@@ -179,7 +201,8 @@ class TextFormatter(logging.Formatter):
     """``TEXT_FORMAT`` lines, one line per record whatever the message holds.
 
     A traceback keeps its lines, each continuation indented, so nothing after
-    the first line can pass for a record of its own.
+    the first line can pass for a record of its own. A request's trace id, when
+    it had one, follows its request id: ``[<request id> trace=<trace id>]``.
     """
 
     def __init__(self) -> None:
@@ -187,6 +210,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.getMessage())
+        trace_id = getattr(record, "trace_id", None)
+        record._trace = "" if trace_id is None else f" trace={escape_controls(str(trace_id))}"
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         line = self.formatMessage(record)
@@ -199,7 +224,7 @@ class TextFormatter(logging.Formatter):
         return self.format(entry.as_record())
 
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s%(_trace)s] %(message)s"
 
 Formatter = JsonFormatter | TextFormatter
 
@@ -316,7 +341,7 @@ def _dropped_record(count: int) -> logging.LogRecord:
 
 
 class _ToWriter(logging.Handler):
-    """Hands records to the writer as they are; the request id is read here, on the loop."""
+    """Hands records to the writer as they are; the request and trace ids are read on the loop."""
 
     def __init__(self, writer: LogWriter) -> None:
         super().__init__()
@@ -324,6 +349,7 @@ class _ToWriter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         record.request_id = request_id_var.get()
+        record.trace_id = trace_id_var.get()
         self.writer.put(record)
 
 
@@ -337,6 +363,7 @@ def log_access(
     status: int,
     duration_ms: float,
     user_id: str | None,
+    trace_id: str | None = None,
 ) -> None:
     """One access-log line, at INFO on ``todo_server.access``.
 
@@ -346,7 +373,9 @@ def log_access(
     """
     if not access_logger.isEnabledFor(logging.INFO):
         return
-    entry = AccessEntry(time.time(), request_id, method, path, status, duration_ms, user_id)
+    entry = AccessEntry(
+        time.time(), request_id, method, path, status, duration_ms, user_id, trace_id
+    )
     if _writer is not None:
         _writer.put(entry)
     else:

@@ -1,9 +1,10 @@
 """The one ASGI layer between uvicorn and the router.
 
 Every request passes through ``ServiceMiddleware`` once. It does, in order:
-give the request an id, refuse a declared body that is too large, let CORS
-answer or decorate when an ``Origin`` came, route, turn errors raised on the
-way into the one error format, add the security headers, and write the access
+give the request an id (and take the trace id of a valid W3C ``traceparent``),
+refuse a declared body that is too large, let CORS answer or decorate when an
+``Origin`` came, route, turn errors raised on the way into the one error
+format, add the security headers (and ``traceparent``), and write the access
 log line. Each of those jobs is a function of the module that owns it (ids
 here, CORS in ``web.cors``, the error mapping in ``web.error_responses``, the
 log line in ``logs``, authentication in ``auth.guard`` on the routes that need
@@ -18,6 +19,8 @@ header scan on every request.
 from __future__ import annotations
 
 import logging
+import random
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -26,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_server.errors import PayloadTooLarge
-from todo_server.logs import access_logger, log_access, request_id_var
+from todo_server.logs import access_logger, log_access, request_id_var, trace_id_var
 from todo_server.web.error_responses import error_response, exception_handler_for
 
 error_logger = logging.getLogger("todo_server.errors")
@@ -66,6 +69,53 @@ def sane_request_id(value: bytes) -> str | None:
         return None
     text = value.decode("ascii").strip()
     return text or None
+
+
+#: A W3C Trace Context ``traceparent``: version, trace id, parent id, flags, all lowercase hex.
+#: Compiled once; ``match`` (not ``fullmatch``) because a future version may add fields.
+TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+TRACEPARENT_LENGTH = 55  # version 00, exactly
+ZERO_TRACE_ID = b"0" * 32
+ZERO_PARENT_ID = b"0" * 16
+
+
+def parse_traceparent(value: bytes) -> tuple[str, bytes] | None:
+    """The trace id and flags of a valid ``traceparent``, else None.
+
+    Version 00 must be exactly its four fields. A later version (not ``ff``,
+    which is invalid) is read by version 00's rules when it starts with those
+    fields, followed by the end or a ``-``; what follows is not ours to read.
+    An all-zero trace or parent id is invalid. Anything else (uppercase hex,
+    wrong lengths, spaces, control characters) is not a traceparent, and is
+    ignored as if absent.
+    """
+    value = value.strip(b" \t")
+    match = TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_id, parent_id, flags = match.groups()
+    if version == b"00":
+        if len(value) != TRACEPARENT_LENGTH:
+            return None
+    elif version == b"ff" or value[TRACEPARENT_LENGTH : TRACEPARENT_LENGTH + 1] not in (b"", b"-"):
+        return None
+    if trace_id == ZERO_TRACE_ID or parent_id == ZERO_PARENT_ID:
+        return None
+    return trace_id.decode("ascii"), flags
+
+
+def traceparent_header(trace_id: str, flags: bytes) -> tuple[bytes, bytes]:
+    """The response's ``traceparent``: the caller's trace and flags, a new span id of ours.
+
+    Always version 00, the version this service speaks. The span id is random
+    but need not be secret (it names a span, it grants nothing), so it comes
+    from ``random`` as OpenTelemetry's own id generator's do: a system call for
+    ``os.urandom`` would cost more than the rest of the header.
+    """
+    span_id = random.getrandbits(64)
+    while not span_id:  # an all-zero id is invalid; one in 2**64
+        span_id = random.getrandbits(64)
+    return (b"traceparent", b"00-%s-%016x-%s" % (trace_id.encode("ascii"), span_id, flags))
 
 
 def declared_length(value: bytes) -> int:
@@ -123,12 +173,16 @@ class ServiceMiddleware:
 
         request_id = None
         origin = False
+        traceparent: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 if request_id is None:
                     request_id = sane_request_id(value)
             elif name == b"origin":
                 origin = True
+            elif name == b"traceparent":
+                # Two are one comma-joined value (RFC 9110 5.3), never a valid one.
+                traceparent = value if traceparent is None else b""
         if request_id is None:
             request_id = secrets.token_hex(16)
         state = scope.get("state")
@@ -136,7 +190,13 @@ class ServiceMiddleware:
             state = scope["state"] = {}
         state["request_id"] = request_id
         token = request_id_var.set(request_id)
-        header = (b"x-request-id", request_id.encode("ascii"))
+        ids: tuple[tuple[bytes, bytes], ...] = ((b"x-request-id", request_id.encode("ascii")),)
+        trace = parse_traceparent(traceparent) if traceparent else None
+        trace_id = trace_token = None
+        if trace is not None:
+            trace_id = trace[0]
+            trace_token = trace_id_var.set(trace_id)
+            ids = (*ids, traceparent_header(*trace))
         extra = security_headers(scope["path"])
         status = 500
         started = False
@@ -149,7 +209,7 @@ class ServiceMiddleware:
                 status = message["status"]
                 # An error is never stored, even on a path whose answers may be.
                 added = PRIVATE_HEADERS if status >= 400 and extra is PUBLIC_HEADERS else extra
-                message["headers"] = [*message.get("headers", ()), header, *added]
+                message["headers"] = [*message.get("headers", ()), *ids, *added]
             await send(message)
 
         try:
@@ -185,8 +245,11 @@ class ServiceMiddleware:
                 status,
                 round((time.perf_counter() - start) * 1000, 2),
                 getattr(user, "id", None),
+                trace_id,
             )
             request_id_var.reset(token)
+            if trace_token is not None:
+                trace_id_var.reset(trace_token)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route the request; an error raised on the way becomes its error response."""
