@@ -47,8 +47,18 @@ CORS_ALLOWED_HEADERS = (
     "If-Match",
     "Idempotency-Key",
     "X-Request-ID",
+    "traceparent",
+    "tracestate",
 )
-CORS_EXPOSED_HEADERS = ("ETag", "Location", "X-Request-ID", "Retry-After", "Link", "X-Count")
+CORS_EXPOSED_HEADERS = (
+    "ETag",
+    "Location",
+    "X-Request-ID",
+    "Retry-After",
+    "Link",
+    "X-Count",
+    "traceparent",
+)
 CORS_ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 

@@ -102,14 +102,14 @@ def test_an_allowed_preflight_gets_every_cors_header(client):
         "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
         "access-control-allow-headers": (
             "Accept, Accept-Language, Authorization, Content-Language, Content-Type,"
-            " Idempotency-Key, If-Match, X-Request-ID"
+            " Idempotency-Key, If-Match, X-Request-ID, traceparent, tracestate"
         ),
         "access-control-max-age": "600",
     }
     assert r.headers["vary"] == PREFLIGHT_VARY
 
 
-EXPOSED = "ETag, Location, X-Request-ID, Retry-After, Link, X-Count"
+EXPOSED = "ETag, Location, X-Request-ID, Retry-After, Link, X-Count, traceparent"
 
 
 def simple_requests(client: TestClient, origin: str) -> dict[str, object]:

@@ -168,3 +168,22 @@ def test_every_text_log_line_of_a_traced_request_has_its_trace_id(database_url, 
     assert not any("trace=" in line for line in lines if "[traced" not in line), output
     assert not any(line.startswith("2026-01-01") for line in lines)
     assert "forged" not in output and "\x1b" not in output and "\x85" not in output
+
+
+def test_a_browser_on_an_allowed_origin_may_send_and_read_traceparent(client):
+    """OpenTelemetry's browser fetch instrumentation asks in a preflight first."""
+    origin = "http://localhost:3000"
+    r = client.options(
+        "/api/tasks",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, traceparent, tracestate",
+        },
+    )
+    assert r.status_code == 200, r.text
+    allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
+    assert {"traceparent", "tracestate"} <= allowed
+    r = client.get("/health", headers={"Origin": origin, "traceparent": VALID})
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert "traceparent" in exposed and r.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
