@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,9 +17,12 @@ from devtools.postgres import as_role
 from tests.support.database import MIGRATION_DEFAULTS, DatabaseServer, settings_env
 from tests.support.pgbouncer import through
 from tests.support.signing import JwksServer, SigningKey
+from tests.system.test_run_sh import fresh_checkout
 from todo_server import cli, doctor
 from todo_server.doctor import Finding
 from todo_server.storage import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def by_check(findings: list[Finding]) -> dict[str, Finding]:
@@ -265,3 +271,137 @@ def test_production_refuses_a_generated_secret_and_plain_http_jwks(
     assert (plain.status, plain.detail) == ("fail", "JWT_JWKS_URL: must use https in production")
     wildcard = diagnose(database_url, ENVIRONMENT="production", ALLOWED_ORIGINS="*")["production"]
     assert wildcard.status == "fail"
+
+
+# --- Better Auth's session store --------------------------------------------------
+
+READER = "todo_doctor_reader"
+BETTER_AUTH_SCHEMA = [
+    'CREATE TABLE "user" (id text PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE)',
+    'CREATE TABLE session (id text PRIMARY KEY, "expiresAt" timestamptz NOT NULL,'
+    ' token text NOT NULL UNIQUE, "userId" text NOT NULL REFERENCES "user" (id))',
+    "ALTER DATABASE {database} SET TimeZone = {zone}",
+]
+READ_ONLY_GRANTS = [
+    "GRANT USAGE ON SCHEMA public TO todo_doctor_reader",
+    'GRANT SELECT (token, "userId", "expiresAt") ON session TO todo_doctor_reader',
+    'GRANT SELECT (id, email, name) ON "user" TO todo_doctor_reader',
+]
+
+
+def better_auth_database(pg_server: DatabaseServer, zone: str = "UTC") -> str:
+    """A database with Better Auth's user and session tables; the admin's URL."""
+    url = pg_server.create_database("better_auth_doctor")
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(READER)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        for statement in BETTER_AUTH_SCHEMA:
+            conn.execute(
+                sql.SQL(statement).format(database=sql.Identifier(database), zone=sql.Literal(zone))
+            )
+    return url
+
+
+def with_grants(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for grant in READ_ONLY_GRANTS:
+            conn.execute(grant)
+    return url
+
+
+def session_findings(
+    database_url: str, better_auth_url: str, **overrides: str
+) -> dict[str, Finding]:
+    found = diagnose(
+        database_url, BETTER_AUTH_DATABASE_URL=as_role(better_auth_url, READER), **overrides
+    )
+    return {name: finding for name, finding in found.items() if name.startswith("better auth")}
+
+
+def test_a_session_table_the_reader_may_read_is_ok(
+    database_url: str, pg_server: DatabaseServer
+) -> None:
+    url = with_grants(better_auth_database(pg_server))
+    found = session_findings(database_url, url)
+    assert {name: f.status for name, f in found.items()} == {
+        "better auth database": "ok",
+        "better auth timezone": "ok",
+        "better auth sessions": "ok",
+        "better auth columns": "ok",
+    }
+    assert found["better auth columns"].detail == (
+        '"session": expiresAt is timestamp with time zone'
+    )
+
+
+def test_a_reader_without_grants_fails(database_url: str, pg_server: DatabaseServer) -> None:
+    found = session_findings(database_url, better_auth_database(pg_server))["better auth sessions"]
+    assert found.status == "fail"
+    assert "permission denied" in found.detail
+    assert "GRANT SELECT" in found.fix
+
+
+def test_an_expiry_column_that_is_no_timestamp_fails(
+    database_url: str, pg_server: DatabaseServer
+) -> None:
+    url = better_auth_database(pg_server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute('ALTER TABLE session ALTER "expiresAt" TYPE bigint USING 0')
+    found = session_findings(database_url, with_grants(url))["better auth columns"]
+    assert found.status == "fail"
+    assert found.detail == '"session": expiresAt is bigint'
+
+
+def test_the_lookup_function_missing_fails_and_present_is_ok(
+    database_url: str, pg_server: DatabaseServer
+) -> None:
+    url = better_auth_database(pg_server)
+    missing = session_findings(database_url, url, BETTER_AUTH_SESSION_LOOKUP="function")
+    assert missing["better auth sessions"].status == "fail"
+    assert "todo_session_user" in missing["better auth sessions"].fix
+    function_sql = (ROOT / "deploy" / "better-auth-session-lookup.sql").read_text()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(function_sql.replace("todo_sessions", READER))
+    present = session_findings(database_url, url, BETTER_AUTH_SESSION_LOOKUP="function")
+    assert {f.status for f in present.values()} == {"ok"}
+
+
+def test_a_better_auth_database_not_in_utc_warns(
+    database_url: str, pg_server: DatabaseServer
+) -> None:
+    url = with_grants(better_auth_database(pg_server, zone="America/New_York"))
+    found = session_findings(database_url, url)["better auth timezone"]
+    assert found.status == "warn"
+    assert found.detail.startswith("TimeZone is America/New_York")
+
+
+def test_an_unreachable_better_auth_database_fails(database_url: str) -> None:
+    found = diagnose(
+        database_url, BETTER_AUTH_DATABASE_URL="postgresql://todo_app@127.0.0.1:1/better_auth"
+    )["better auth database"]
+    assert found.status == "fail"
+
+
+@pytest.mark.slow
+def test_run_sh_doctor_on_a_fresh_checkout_is_all_ok(tmp_path: Path) -> None:
+    """``./run.sh doctor`` with nothing set: the private cluster, migrated, as serve runs it."""
+    project = fresh_checkout(tmp_path / "project")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "BETTER_AUTH_SECRET", "VIRTUAL_ENV")
+    }
+    migrated = subprocess.run(
+        ["./run.sh", "migrate"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    checked = subprocess.run(
+        ["./run.sh", "doctor"], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert len(lines) >= 11
+    assert all(line.startswith("ok    ") for line in lines), lines

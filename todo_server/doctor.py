@@ -11,17 +11,25 @@ The exit status is 0 when every check is ok, 1 when some warn, 2 when one fails
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import psycopg
+from psycopg import sql
 
-from todo_server.auth.jwks import parse_jwks
+from todo_server.auth.better_auth_sessions import (
+    LOOKUP_CHECKS,
+    SESSION_FUNCTION,
+    session_lookup_sql,
+)
+from todo_server.auth.jwks import fetch_document, parse_jwks
 from todo_server.config import (
     GENERATED_SECRET_PREFIX,
     ConfigError,
     DatabaseSettings,
+    SessionStoreSettings,
     Settings,
     load_database_settings,
     load_settings,
@@ -99,6 +107,8 @@ def diagnose(
         findings += database_findings(database, clock)
     if settings is not None and settings.jwks_url is not None:
         findings += jwks_findings(settings)
+    if settings is not None and settings.session_store is not None:
+        findings += session_store_findings(settings.session_store)
     return findings
 
 
@@ -184,12 +194,11 @@ def database_findings(database: DatabaseSettings, clock: Callable[[], float]) ->
             database.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
         )
     except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return [
             Finding(
                 "database",
                 FAIL,
-                f"cannot connect to {database.display_url}: {detail}",
+                f"cannot connect to {database.display_url}: {_first_line(exc)}",
                 "check DATABASE_URL and that the server is up",
             )
         ]
@@ -207,9 +216,13 @@ def database_findings(database: DatabaseSettings, clock: Callable[[], float]) ->
                 findings += check()
             except psycopg.Error as exc:
                 # A role without the runtime role's grants cannot read what a check needs.
-                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 findings.append(
-                    Finding(name, FAIL, f"the check failed: {detail}", "see docs/deploy.md: Roles")
+                    Finding(
+                        name,
+                        FAIL,
+                        f"the check failed: {_first_line(exc)}",
+                        "see docs/deploy.md: Roles",
+                    )
                 )
     return findings
 
@@ -354,8 +367,6 @@ def clock_finding(conn: psycopg.Connection, clock: Callable[[], float]) -> Findi
 
 
 def jwks_findings(settings: Settings) -> list[Finding]:
-    from todo_server.auth.jwks import fetch_document
-
     assert settings.jwks_url is not None
     try:
         keys = parse_jwks(fetch_document(settings.jwks_url))
@@ -422,3 +433,104 @@ def jwks_findings(settings: Settings) -> list[Finding]:
             Finding("jwks issuer", OK, f"issuer and audience match {origin!r} or are unchecked")
         )
     return findings
+
+
+# --- Better Auth's session store ----------------------------------------------
+
+#: Column types Better Auth's schema uses for the session columns the lookup reads.
+TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
+TEXT_TYPES = ("text", "character varying", "uuid")
+
+COLUMN_TYPES_SQL = """
+SELECT a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_attribute AS a
+WHERE a.attrelid = to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def session_store_findings(store: SessionStoreSettings) -> list[Finding]:
+    try:
+        conn = psycopg.connect(store.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.Error as exc:
+        return [
+            Finding(
+                "better auth database",
+                FAIL,
+                f"cannot connect to {store.display_url}: {_first_line(exc)}",
+                "check BETTER_AUTH_DATABASE_URL and that the server is up",
+            )
+        ]
+    with conn:
+        found = [Finding("better auth database", OK, f"connected to {store.display_url}")]
+        found.append(timezone_finding(conn))
+        found.append(session_lookup_finding(conn, store))
+        found.append(session_columns_finding(conn, store))
+    return found
+
+
+def timezone_finding(conn: psycopg.Connection) -> Finding:
+    row = conn.execute("SELECT current_setting('TimeZone')").fetchone()
+    assert row is not None
+    zone = str(row[0])
+    if zone.upper() in ("UTC", "ETC/UTC", "GMT", "ETC/GMT", "UCT", "ZULU", "ETC/UCT"):
+        return Finding("better auth timezone", OK, f"TimeZone is {zone}")
+    return Finding(
+        "better auth timezone",
+        WARN,
+        f"TimeZone is {zone}: Better Auth writes UTC wall clocks into timestamp without time zone"
+        " columns, which other readers then take as local time",
+        "ALTER DATABASE ... SET TimeZone = 'UTC'",
+    )
+
+
+def session_lookup_finding(conn: psycopg.Connection, store: SessionStoreSettings) -> Finding:
+    """Look up a token no session has: the function or the query, with the role's grants."""
+    probe = "todo-doctor-" + secrets.token_hex(8)
+    try:
+        with conn.transaction():
+            conn.execute(session_lookup_sql(store), {"token": probe}).fetchall()
+    except psycopg.Error as exc:
+        return Finding(
+            "better auth sessions",
+            FAIL,
+            f"the {store.lookup} lookup fails: {_first_line(exc)}",
+            f"check {LOOKUP_CHECKS[store.lookup]}",
+        )
+    how = f"{SESSION_FUNCTION}(text)" if store.lookup == "function" else "the session table"
+    return Finding("better auth sessions", OK, f"a token lookup through {how} runs")
+
+
+def session_columns_finding(conn: psycopg.Connection, store: SessionStoreSettings) -> Finding:
+    table = ".".join(sql.Identifier(part).as_string(conn) for part in store.session_table)
+    rows = conn.execute(COLUMN_TYPES_SQL, {"table": table}).fetchall()
+    types: dict[str, str] = {str(column): str(kind) for column, kind in rows}
+    if not types:
+        if store.lookup == "function":
+            return Finding("better auth columns", OK, f"{table} is not visible to this role")
+        return Finding(
+            "better auth columns", FAIL, f"no table {table}", "check BETTER_AUTH_SESSION_TABLE"
+        )
+    wanted: tuple[tuple[str, tuple[str, ...]], ...] = (
+        (store.token_column, TEXT_TYPES),
+        (store.user_id_column, TEXT_TYPES + ("integer", "bigint")),
+        (store.expires_at_column, TIMESTAMP_TYPES),
+    )
+    wrong = [
+        f"{column} is {types.get(column, 'missing')}"
+        for column, allowed in wanted
+        if types.get(column, "missing") not in allowed
+    ]
+    if wrong:
+        return Finding(
+            "better auth columns",
+            FAIL,
+            f"{table}: {'; '.join(wrong)}",
+            "check BETTER_AUTH_SESSION_COLUMNS against Better Auth's schema",
+        )
+    expiry = types[store.expires_at_column]
+    return Finding("better auth columns", OK, f"{table}: {store.expires_at_column} is {expiry}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
