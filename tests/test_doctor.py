@@ -137,6 +137,22 @@ def bare_role(pg_server: DatabaseServer, database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
+def test_a_bypassrls_role_fails(
+    database_url: str, bare_role: str, pg_server: DatabaseServer
+) -> None:
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(sql.Identifier(bare_role)))
+    role = diagnose(database_url, DATABASE_URL=as_role(database_url, bare_role))["runtime role"]
+    assert role.status == "fail"
+    assert role.detail == f"{bare_role!r} is BYPASSRLS: row-level security does not apply"
+
+
+def test_what_start_up_would_note_is_a_settings_warning(database_url: str) -> None:
+    found = diagnose(database_url, MAX_CONNECTIONS="10", MAX_CONNECTIONS_PER_CLIENT="10")
+    assert found["settings"].status == "warn"
+    assert "one client address can take every connection" in found["settings"].detail
+
+
 def test_a_role_without_timeouts_warns(database_url: str, bare_role: str) -> None:
     found = diagnose(database_url, DATABASE_URL=as_role(database_url, bare_role))
     assert found["runtime role"].status == "ok"
