@@ -5,6 +5,7 @@
 #   ./run.sh setup            install and prepare everything serve needs, then stop
 #   ./run.sh test [args]      run the whole test suite (args go to pytest)
 #   ./run.sh migrate [status] apply pending migrations, or list them
+#   ./run.sh doctor [--json]  check the configuration against the database (exit 0 ok, 1 warn, 2 fail)
 #   ./run.sh image [--tag NAME] [--save FILE]  build the container image (podman)
 #   ./run.sh bench [--smoke]  run the benchmark harness (./run.sh bench --help)
 #   ./run.sh vendor-docs      refresh the pinned Swagger UI and ReDoc assets (needs npm)
@@ -237,6 +238,16 @@ case "$command" in
     release_setup_lock
     "$VENV/bin/todo-server" migrate "$@"
     ;;
+  doctor)
+    # As migrate prepares; the secret too, so a local deployment is checked as serve runs it.
+    load_dotenv
+    take_setup_lock
+    ensure_venv ""
+    ensure_database
+    ensure_secret
+    release_setup_lock
+    "$VENV/bin/todo-server" doctor "$@"
+    ;;
   test)
     take_setup_lock
     ensure_venv dev
@@ -273,6 +284,6 @@ case "$command" in
     vendor_docs
     ;;
   *)
-    die "unknown command '$command'; use: serve, setup, test, migrate, image, bench, vendor-docs"
+    die "unknown command '$command'; use: serve, setup, test, migrate, doctor, image, bench, vendor-docs"
     ;;
 esac

@@ -8,7 +8,7 @@ Bottom to top::
     web      todo_server.web
     auth     todo_server.auth
     tasks    todo_server.tasks
-    root     app, cli, openapi, docs, purge, __main__   (imported by nothing below it)
+    root     app, cli, openapi, docs, purge, doctor, __main__  (imported by nothing below it)
 
 A module may import its own layer and the layers below it, never one above,
 not even inside a function. Module-level imports (those under ``if
@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "todo_server.openapi",
             "todo_server.docs",
             "todo_server.purge",
+            "todo_server.doctor",
             "todo_server.__main__",
         ),
     ),

@@ -1,4 +1,4 @@
-"""The ``todo-server`` command: ``serve``, ``migrate``, ``purge``, ``version``."""
+"""The ``todo-server`` command: ``serve``, ``migrate``, ``purge``, ``doctor``, ``version``."""
 
 from __future__ import annotations
 
@@ -151,6 +151,21 @@ def run_purge() -> int:
     return asyncio.run(run())
 
 
+def add_doctor(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configuration against the database; exit 0 ok, 1 warnings, 2 failures",
+    )
+    doctor.add_argument("--json", action="store_true", help="the findings as a JSON list")
+
+
+def run_doctor(as_json: bool) -> int:
+    """One line per check (ok, warn or fail) and its fix; see todo_server.doctor."""
+    from todo_server import doctor
+
+    return doctor.run(as_json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="todo-server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser.add_argument("--json", action="store_true", help="status as JSON")
     commands.add_parser("purge", help="purge deleted tasks past retention and expired keys now")
     commands.add_parser("version", help="print the version")
+    add_doctor(commands)
     args = parser.parse_args(argv)
 
     try:
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_migrate(args.action, args.json)
         if args.command == "purge":
             return run_purge()
+        if args.command == "doctor":
+            return run_doctor(args.json)
         return serve()
     except ConfigError as exc:
         print(f"todo-server: configuration error: {exc}", file=sys.stderr)
