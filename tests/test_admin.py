@@ -144,7 +144,7 @@ def test_ready_waits_for_the_jwks_to_have_keys(database_url, jwks):
         assert r.status_code == 503
         assert r.json() == {
             "status": "not_ready",
-            "reasons": ["jwks: no keys fetched from JWT_JWKS_URL yet"],
+            "reasons": ["jwks: no usable keys from JWT_JWKS_URL (yet)"],
         }
     with admin_client(settings_env(database_url, JWT_JWKS_URL=jwks.url)) as client:
         deadline = time.monotonic() + 5
@@ -167,7 +167,7 @@ def test_a_jwks_without_usable_keys_is_not_ready(database_url):
     finally:
         empty.close()
     assert r.status_code == 503
-    assert r.json()["reasons"] == ["jwks: no keys fetched from JWT_JWKS_URL yet"]
+    assert r.json()["reasons"] == ["jwks: no usable keys from JWT_JWKS_URL (yet)"]
 
 
 def test_the_admin_app_serves_only_its_probes(database_url):

@@ -42,6 +42,10 @@ from todo_server.storage.schema_check import pending_on_connection
 
 logger = logging.getLogger("todo_server.admin")
 
+#: Longest wait for the probe's connection (DB_POOL_TIMEOUT when shorter), and again for
+#: its reads: /ready answers within 3 s, inside a probe's or HEALTHCHECK's own timeout.
+PROBE_TIMEOUT_SECONDS = 1.5
+
 
 class AdminState(TypedDict):
     """What the admin lifespan hands its two handlers."""
@@ -64,7 +68,7 @@ async def ready(request: Request) -> JSONResponse:
     )
     jwks: JwksCache | None = request.state.jwks
     if jwks is not None and not jwks.has_keys():
-        reasons.append("jwks: no keys fetched from JWT_JWKS_URL yet")
+        reasons.append("jwks: no usable keys from JWT_JWKS_URL (yet)")
     if not reasons:
         return JSONResponse({"status": "ready"})
     return JSONResponse(
@@ -115,7 +119,7 @@ def create_admin_app(
             yield {
                 "pool": pool,
                 "jwks": jwks,
-                "timeout": settings.database.pool_timeout,
+                "timeout": min(settings.database.pool_timeout, PROBE_TIMEOUT_SECONDS),
                 "migrations_dir": migrations_dir,
             }
 
