@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx2
 import psycopg
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from devtools.liveserver import ROOT, LiveServer, free_port
 from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.signing import JwksServer
-from todo_server.admin import create_admin_app
+from todo_server.admin import admin_server, create_admin_app, serve_beside
 from todo_server.config import ConfigError, load_admin_address, load_settings
 from todo_server.storage import migrate
 
@@ -319,3 +326,40 @@ def test_serve_stops_before_the_api_when_the_admin_port_is_taken(database_url, w
         in server.output
     )
     assert "Traceback" not in server.output
+
+
+@pytest.mark.slow
+def test_with_one_worker_live_fails_while_the_api_event_loop_is_stuck(database_url):
+    async def stuck(request: Request) -> PlainTextResponse:
+        time.sleep(2)  # blocks the event loop, as a runaway handler would
+        return PlainTextResponse("done")
+
+    settings = load_settings(settings_env(database_url, ADMIN_PORT=str(free_port())))
+    admin = f"http://127.0.0.1:{settings.admin_port}"
+    api_port = free_port()
+    api = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=[Route("/stuck", stuck)]), port=api_port, log_config=None)
+    )
+    serving = threading.Thread(
+        target=asyncio.run, args=(serve_beside(api, admin_server(settings), "admin"),)
+    )
+    serving.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not api.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert httpx2.get(admin + "/live").status_code == 200
+        blocking = threading.Thread(
+            target=httpx2.get, args=(f"http://127.0.0.1:{api_port}/stuck",), kwargs={"timeout": 10}
+        )
+        blocking.start()
+        time.sleep(0.3)
+        with pytest.raises(httpx2.TimeoutException):
+            httpx2.get(admin + "/live", timeout=0.5)
+        blocking.join()
+        assert httpx2.get(admin + "/live").status_code == 200
+    finally:
+        api.should_exit = True
+        serving.join(timeout=20)
+    assert not serving.is_alive()
