@@ -48,7 +48,7 @@ PROBE_TIMEOUT_SECONDS = 1.5
 
 
 class AdminState(TypedDict):
-    """What the admin lifespan hands its two handlers."""
+    """What the admin lifespan hands its handlers, read as ``request.state.<key>``."""
 
     pool: Pool
     jwks: JwksCache | None
