@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         ROOT,
         (
+            "todo_server.admin",
             "todo_server.app",
             "todo_server.cli",
             "todo_server.openapi",

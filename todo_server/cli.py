@@ -1,4 +1,5 @@
-"""The ``todo-server`` command: ``serve``, ``migrate``, ``purge``, ``doctor``, ``version``."""
+"""The ``todo-server`` command: ``serve``, ``migrate``, ``purge``, ``doctor``, ``ready``,
+``version``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import asyncio
 import json
 import signal
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import psycopg
 
 from todo_server import package_version
-from todo_server.config import ConfigError, load_migration_settings, load_settings
+from todo_server.config import (
+    ConfigError,
+    load_admin_address,
+    load_migration_settings,
+    load_settings,
+)
 from todo_server.storage import migrate
 
 
@@ -61,6 +69,10 @@ def serve() -> int:
         "forwarded_allow_ips": list(settings.trusted_proxies) or None,
         "lifespan": "on",
     }
+    if settings.admin_port is not None:
+        from todo_server.admin import serve_with_admin
+
+        return serve_with_admin(settings, options)
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
     else:
@@ -166,6 +178,52 @@ def run_doctor(as_json: bool) -> int:
     return doctor.run(as_json)
 
 
+def run_ready(timeout: float) -> int:
+    """Ask the admin server's ``/ready``: 0 when it answers 200, else 1 and why on stderr.
+
+    The image's HEALTHCHECK runs this; Docker reserves exit status 2, so every
+    failure, a configuration one included, is 1.
+    """
+    try:
+        host, port = load_admin_address()
+    except ConfigError as exc:
+        return _not_ready(f"configuration error: {exc}")
+    if port is None:
+        return _not_ready("ADMIN_PORT is off; set it to serve /ready")
+    url = f"http://{probe_host(host)}:{port}/ready"
+    # Straight to the admin server, whatever proxy the environment names.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            response.read()
+        return 0
+    except urllib.error.HTTPError as exc:
+        return _not_ready(f"{url} answered {exc.code}: {_reasons(exc.read())}")
+    except (OSError, ValueError) as exc:
+        return _not_ready(f"{url}: {getattr(exc, 'reason', None) or exc}")
+
+
+def probe_host(host: str) -> str:
+    """Where to reach a server listening on ``host``: loopback for the wildcard addresses."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _reasons(body: bytes) -> str:
+    try:
+        return "; ".join(json.loads(body)["reasons"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace") or "no body"
+
+
+def _not_ready(why: str) -> int:
+    print(f"todo-server: not ready: {why}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="todo-server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("purge", help="purge deleted tasks past retention and expired keys now")
     commands.add_parser("version", help="print the version")
     add_doctor(commands)
+    ready_parser = commands.add_parser(
+        "ready", help="ask the admin server's /ready: exit 0 when ready, else 1"
+    )
+    ready_parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -196,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_purge()
         if args.command == "doctor":
             return run_doctor(args.json)
+        if args.command == "ready":
+            return run_ready(args.timeout)
         return serve()
     except ConfigError as exc:
         print(f"todo-server: configuration error: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 Built by ``./run.sh image`` (the base image from Debian's mirrors when absent),
 then run read-only, with no capabilities and host networking, against the test
 PostgreSQL through the suite's PgBouncer: migrations through the entrypoint,
-a task created and listed over HTTP, then SIGTERM.
+a task created and listed over HTTP, the HEALTHCHECK, then SIGTERM.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def test_the_image_migrates_serves_and_stops_on_sigterm(bouncer, pg_server):
 
     database = urlsplit(pg_server.create_database("todo_image")).path.lstrip("/")
     port = free_port()
+    admin_port = free_port()
     run = [
         "run",
         "--network=host",
@@ -60,6 +61,8 @@ def test_the_image_migrates_serves_and_stops_on_sigterm(bouncer, pg_server):
         "-e", f"BETTER_AUTH_SECRET={TEST_SECRET}",
         "-e", "ALLOWED_ORIGINS=https://app.example.com",
         "-e", f"PORT={port}",
+        # Host networking: the admin server's port must be free on the host too.
+        "-e", f"ADMIN_PORT={admin_port}",
     ]  # fmt: skip
 
     migrated = podman(*run, "--rm", IMAGE, "migrate")
@@ -86,6 +89,13 @@ def test_the_image_migrates_serves_and_stops_on_sigterm(bouncer, pg_server):
         assert r.status_code == 201, r.text
         listed = httpx2.get(base + "/api/tasks", headers=auth).json()
         assert [t["title"] for t in listed["tasks"]] == ["in a container"]
+        # The image's HEALTHCHECK: `todo-server ready`, through the admin server.
+        checked = podman("healthcheck", "run", name)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        ready = podman("exec", name, "todo-server", "ready")
+        assert (ready.returncode, ready.stderr) == (0, "")
+        assert httpx2.get(f"http://127.0.0.1:{admin_port}/ready").json() == {"status": "ready"}
+        assert httpx2.get(base + "/ready").status_code == 404
         user = podman("exec", name, "id", "-u").stdout.strip()
         assert user == "10001"  # not root
 

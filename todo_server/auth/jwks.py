@@ -175,6 +175,10 @@ class JwksCache:
         age = self._clock() - self._fetched_at
         return ("stale" if self._failures or age > MAX_AGE_SECONDS else "ok"), age
 
+    def has_keys(self) -> bool:
+        """Whether a fetch has given usable signing keys (kept while later fetches fail)."""
+        return bool(self._keys)
+
     async def keep_fresh(self) -> None:
         """Fetch now, retrying with a short backoff until it works; then every
         ``MAX_AGE_SECONDS``. Runs until cancelled (the app's lifespan owns it)."""

@@ -43,6 +43,13 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str, str
     return parse
 
 
+def port_or_off(name: str, text: str) -> int | None:
+    """A TCP port, or None for ``off`` (a server that is not started)."""
+    if text.lower() == "off":
+        return None
+    return whole_number(1, 65535)(name, text)
+
+
 def seconds(*, allow_zero: bool, maximum: float | None = None) -> Callable[[str, str], float]:
     def parse(name: str, text: str) -> float:
         try:

@@ -134,6 +134,9 @@ class Settings:
     task_retention_days: int
     purge_interval: float
     api_dialect: str
+    #: The admin server (todo_server.admin); None: not started.
+    admin_port: int | None
+    admin_host: str
 
     @property
     def compatible(self) -> bool:
@@ -229,6 +232,12 @@ def load_migration_settings(environ: Mapping[str, str] | None = None) -> Migrati
     )
 
 
+def load_admin_address(environ: Mapping[str, str] | None = None) -> tuple[str, int | None]:
+    """ADMIN_HOST and ADMIN_PORT (None: off), all ``todo-server ready`` needs."""
+    env = os.environ if environ is None else environ
+    return _read(env, "ADMIN_HOST"), _admin_port(env)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting the server needs."""
     env = os.environ if environ is None else environ
@@ -321,7 +330,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         task_retention_days=_read(env, "TASK_RETENTION_DAYS"),
         purge_interval=_read(env, "PURGE_INTERVAL"),
         api_dialect=_read(env, "API_DIALECT"),
+        admin_port=_admin_port(env),
+        admin_host=_read(env, "ADMIN_HOST"),
     )
+
+
+def _admin_port(env: Mapping[str, str]) -> int | None:
+    """ADMIN_PORT, which must not be the API's: probes and metrics are never public."""
+    admin_port: int | None = _read(env, "ADMIN_PORT")
+    if admin_port is not None and admin_port == _read(env, "PORT"):
+        raise ConfigError("ADMIN_PORT", f"must differ from PORT ({admin_port})")
+    return admin_port
 
 
 def _session_store(

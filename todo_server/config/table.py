@@ -17,6 +17,7 @@ from todo_server.config.parsers import (
     any_text,
     one_of,
     origins,
+    port_or_off,
     prepare_threshold,
     role_name,
     seconds,
@@ -531,6 +532,22 @@ SETTINGS: tuple[Setting, ...] = (
             "headers, DELETE answers 200 with the task), for existing frontends: see [Using an "
             "existing frontend](frontends.md)"
         ),
+    ),
+    # The admin server (todo_server.admin): probes on a port of their own.
+    Setting(
+        "ADMIN_PORT",
+        "off",
+        port_or_off,
+        (
+            "Port of the admin server (`GET /live`, `GET /ready`), never the API's; `off` = "
+            "not started. See [Probes](deploy.md#probes)"
+        ),
+    ),
+    Setting(
+        "ADMIN_HOST",
+        "127.0.0.1",
+        any_text,
+        "Address the admin server listens on; keep it off the public network",
     ),
 )
 
