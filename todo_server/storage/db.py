@@ -23,6 +23,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from todo_server import metrics
 from todo_server.config import DatabaseSettings
 from todo_server.storage.row_security import UserConnection
 
@@ -168,6 +169,29 @@ async def probe(pool: Pool, timeout: float) -> bool:
         return False
 
 
+#: How often the pool's size, idle connections and waiting requests are sampled.
+POOL_SAMPLE_SECONDS = 1.0
+
+
+async def sample_pool(pool: Pool, interval: float = POOL_SAMPLE_SECONDS) -> None:
+    """Record the pool's state in the metrics every ``interval`` seconds, until cancelled.
+
+    Sampled rather than counted on checkout: the requests pay nothing, and each
+    worker's gauges reach a scrape served by any process.
+    """
+    try:
+        while True:
+            stats = pool.get_stats()
+            metrics.pool_sampled(
+                stats.get("pool_size", 0),
+                stats.get("pool_available", 0),
+                stats.get("requests_waiting", 0),
+            )
+            await asyncio.sleep(interval)
+    finally:
+        metrics.pool_sampled(0, 0, 0)
+
+
 async def retry_conflicts(
     conn: psycopg.AsyncConnection[Any], work: Callable[[], Awaitable[T]], what: str
 ) -> T:
@@ -190,6 +214,7 @@ async def retry_conflicts(
                     "%s: %s %d times; giving up", what, type(exc).__name__, CONFLICT_ATTEMPTS
                 )
                 raise
+            metrics.conflict_retried()
             logger.info(
                 "%s: %s; trying again (%d of %d)",
                 what,
