@@ -91,26 +91,40 @@ def test_a_flood_of_unknown_paths_adds_no_series(client):
 
 
 def test_in_flight_requests_and_the_pool_are_reported(make_client, database_url):
-    client = make_client(DB_STATEMENT_TIMEOUT="10")
-    ada = User(client, "ada")
+    client = make_client(DB_STATEMENT_TIMEOUT="10", DB_POOL_MAX="1", DB_POOL_TIMEOUT="10")
+    ada, bob = User(client, "ada"), User(client, "bob")
     task = ada.create()
     wait_until(lambda: value(scrape(), "todo_server_db_pool_connections") >= 1, "pool sampled")
     before = scrape()
     with psycopg.connect(database_url) as holder:  # a transaction holding the row lock
         holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
-        waiting = threading.Thread(
-            target=ada.request, args=("PATCH", f"/{task['id']}"), kwargs={"json": {"title": "x"}}
-        )
-        waiting.start()
+        # Ada's update waits on the row with the pool's one connection; Bob waits for it.
+        threads = [
+            threading.Thread(
+                target=ada.request,
+                args=("PATCH", f"/{task['id']}"),
+                kwargs={"json": {"title": "x"}},
+            ),
+            threading.Thread(target=bob.list),
+        ]
+        threads[0].start()
         wait_until(lambda: value(scrape(), "todo_server_http_requests_in_flight") >= 1, "a request")
+        threads[1].start()
+        wait_until(lambda: value(scrape(), "todo_server_db_pool_waiting_requests") >= 1, "a wait")
+        assert value(scrape(), "todo_server_http_requests_in_flight") >= 2
+        assert value(scrape(), "todo_server_db_pool_idle_connections") == 0
         holder.rollback()
-        waiting.join()
+        for thread in threads:
+            thread.join()
     wait_until(lambda: value(scrape(), "todo_server_http_requests_in_flight") == 0, "no request")
+    wait_until(
+        lambda: moved(before, scrape(), "todo_server_db_pool_queued_requests_total") >= 1,
+        "the queued request counted",
+    )
     after = scrape()
-    assert value(after, "todo_server_db_pool_connections") >= 1
-    assert value(after, "todo_server_db_pool_idle_connections") >= 0
-    assert ("todo_server_db_pool_waiting_requests", frozenset()) in after
-    assert moved(before, after, "todo_server_db_pool_wait_seconds_count") >= 1
+    assert value(after, "todo_server_db_pool_connections") == 1
+    assert moved(before, after, "todo_server_db_pool_requests_total") >= 2
+    assert moved(before, after, "todo_server_db_pool_wait_seconds_total") > 0
 
 
 def test_database_errors_are_counted_by_class(make_client, database_url):

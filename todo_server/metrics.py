@@ -42,7 +42,6 @@ OTHER = "other"
 
 #: Seconds; a task request is a few milliseconds, a login's scrypt hash ~50 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-POOL_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
 
 REQUESTS = Counter(
     "todo_server_http_requests",
@@ -81,10 +80,24 @@ POOL_WAITING = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-POOL_WAIT = Histogram(
+POOL_REQUESTS = Counter(
+    "todo_server_db_pool_requests",
+    "Connections asked of the database pool.",
+    registry=REGISTRY,
+)
+POOL_QUEUED = Counter(
+    "todo_server_db_pool_queued_requests",
+    "Connections asked of the database pool that had to wait for one.",
+    registry=REGISTRY,
+)
+POOL_WAIT = Counter(
     "todo_server_db_pool_wait_seconds",
-    "Time a task request waited for a pooled connection.",
-    buckets=POOL_WAIT_BUCKETS,
+    "Time spent waiting for a connection from the database pool.",
+    registry=REGISTRY,
+)
+POOL_ERRORS = Counter(
+    "todo_server_db_pool_request_errors",
+    "Connections asked of the database pool and not given (timed out, too many waiting).",
     registry=REGISTRY,
 )
 DATABASE_ERRORS = Counter(
@@ -187,15 +200,20 @@ def request_done(route: str | None, method: str, status: int, seconds: float) ->
     children[1].observe(seconds)
 
 
-def pool_sampled(size: int, idle: int, waiting: int) -> None:
-    """The pool's state now."""
-    POOL_SIZE.set(size)
-    POOL_IDLE.set(idle)
-    POOL_WAITING.set(waiting)
-
-
-def pool_waited(seconds: float) -> None:
-    POOL_WAIT.observe(seconds)
+def pool_sampled(stats: dict[str, int]) -> None:
+    """The pool's state now, and its counts since the last sample (``pool.pop_stats()``)."""
+    POOL_SIZE.set(stats.get("pool_size", 0))
+    POOL_IDLE.set(stats.get("pool_available", 0))
+    POOL_WAITING.set(stats.get("requests_waiting", 0))
+    for counter, key, scale in (
+        (POOL_REQUESTS, "requests_num", 1),
+        (POOL_QUEUED, "requests_queued", 1),
+        (POOL_WAIT, "requests_wait_ms", 1000),
+        (POOL_ERRORS, "requests_errors", 1),
+    ):
+        count = stats.get(key, 0)
+        if count:
+            counter.inc(count / scale)
 
 
 def database_error(kind: str) -> None:

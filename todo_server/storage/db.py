@@ -169,27 +169,23 @@ async def probe(pool: Pool, timeout: float) -> bool:
         return False
 
 
-#: How often the pool's size, idle connections and waiting requests are sampled.
+#: How often the pool's state and counts are copied into the metrics.
 POOL_SAMPLE_SECONDS = 1.0
 
 
 async def sample_pool(pool: Pool, interval: float = POOL_SAMPLE_SECONDS) -> None:
-    """Record the pool's state in the metrics every ``interval`` seconds, until cancelled.
+    """Copy the pool's statistics into the metrics every ``interval`` seconds, until cancelled.
 
-    Sampled rather than counted on checkout: the requests pay nothing, and each
-    worker's gauges reach a scrape served by any process.
+    Sampled from the pool's own counts rather than timed on every checkout: the
+    requests pay nothing, and each worker's values reach a scrape served by
+    any process.
     """
     try:
         while True:
-            stats = pool.get_stats()
-            metrics.pool_sampled(
-                stats.get("pool_size", 0),
-                stats.get("pool_available", 0),
-                stats.get("requests_waiting", 0),
-            )
+            metrics.pool_sampled(pool.pop_stats())
             await asyncio.sleep(interval)
     finally:
-        metrics.pool_sampled(0, 0, 0)
+        metrics.pool_sampled({})
 
 
 async def retry_conflicts(

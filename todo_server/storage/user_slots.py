@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from psycopg.pq import TransactionStatus
 
-from todo_server import metrics
 from todo_server.errors import RateLimited
 from todo_server.storage.db import Pool
 from todo_server.storage.row_security import UserConnection
@@ -125,10 +124,8 @@ class connection_for:  # noqa: N801 (used as a function: ``async with connection
         deadline = time.monotonic() + slots.wait
         await slots.acquire(self.user_id)
         try:
-            asked = time.monotonic()
-            remaining = max(deadline - asked, MIN_CONNECTION_WAIT_SECONDS)
+            remaining = max(deadline - time.monotonic(), MIN_CONNECTION_WAIT_SECONDS)
             conn = await self.pool.getconn(timeout=remaining)
-            metrics.pool_waited(time.monotonic() - asked)
         except BaseException:
             slots.release(self.user_id)
             raise
