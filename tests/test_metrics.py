@@ -214,13 +214,16 @@ def test_dropped_log_lines_are_counted():
     assert moved(before, scrape(), "todo_server_log_lines_dropped_total") == 2
 
 
+BUILD_INFO = {
+    "version": package_version(),
+    "python": platform.python_version(),
+    "dialect": "standard",
+}
+
+
 def test_build_info_names_the_version_python_and_dialect(make_client):
     make_client(API_DIALECT="compatible")
-    info = {
-        "version": package_version(),
-        "python": platform.python_version(),
-        "dialect": "compatible",
-    }
+    info = {**BUILD_INFO, "dialect": "compatible"}
     assert value(scrape(), "todo_server_build_info", **info) == 1
 
 
@@ -241,14 +244,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-SCRAPE_FROM_DIRECTORY = (
-    "import sys; from todo_server import metrics;"
-    " sys.stdout.write(metrics.exposition(None)[0].decode())"
-)
-
-
 @pytest.mark.slow
-def test_two_workers_are_reported_by_one_scrape(database_url, db, tmp_path):
+def test_two_workers_are_reported_by_one_scrape(database_url, db, tmp_path, monkeypatch):
     port = free_port()
     env = {
         **os.environ,
@@ -274,21 +271,24 @@ def test_two_workers_are_reported_by_one_scrape(database_url, db, tmp_path):
         for _ in range(59):
             assert not_found()
         wait_until(lambda: len({p.name for p in directory.glob("counter_*.db")}) == 2, "2 files")
-        scraped = subprocess.run(
-            [sys.executable, "-c", SCRAPE_FROM_DIRECTORY],
-            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        # As the admin server scrapes beside the workers: a process of its own that
+        # imported the package before the variable was set.
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+        samples = scrape()
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-    }
     labels = {"route": "unmatched", "method": "GET", "status": "404"}
     assert value(samples, "todo_server_http_requests_total", **labels) == 60
+    assert value(samples, "todo_server_build_info", **BUILD_INFO) == 1  # one series, not two
     assert not directory.exists()  # serve removed it
+
+
+def test_the_shared_directory_is_named_for_the_workers_then_removed(monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/somewhere/else")
+    with metrics.shared_directory() as directory:
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == directory
+        assert Path(directory).is_dir() and not any(Path(directory).iterdir())
+    assert not Path(directory).exists()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/somewhere/else"

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -41,6 +36,7 @@ def serve() -> int:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
+    from todo_server import metrics
     from todo_server.app import create_app, refuse_pending_migrations
     from todo_server.logs import configure_logging
     from todo_server.web.http_protocol import LimitedHttpToolsProtocol
@@ -70,7 +66,7 @@ def serve() -> int:
         uvicorn.run(create_app(settings), **options)
     else:
         # Each worker process builds its own app (and pool) from the environment.
-        with shared_metrics_directory():
+        with metrics.shared_directory():
             uvicorn.run(
                 "todo_server.app:create_app_from_environment",
                 factory=True,
@@ -78,26 +74,6 @@ def serve() -> int:
                 **options,
             )
     return 0
-
-
-@contextlib.contextmanager
-def shared_metrics_directory() -> Iterator[str]:
-    """A private directory where every worker writes its metrics, removed afterwards.
-
-    Named in PROMETHEUS_MULTIPROC_DIR before any worker starts (they inherit
-    it), so that one scrape reads all of them (``todo_server.metrics``).
-    """
-    directory = tempfile.mkdtemp(prefix="todo-server-metrics-")
-    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    try:
-        yield directory
-    finally:
-        if previous is None:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        else:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 #: Exit codes of ``todo-server migrate``, documented for operators in docs/deploy.md.

@@ -20,8 +20,12 @@ It is prometheus_client's variable, not a setting: it is read only here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -259,6 +263,26 @@ def process_stopping() -> None:
     directory = os.environ.get(MULTIPROCESS_VARIABLE)
     if directory:
         mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def shared_directory() -> Iterator[str]:
+    """A private directory where every worker process writes its values, removed afterwards.
+
+    Enter it before the worker processes start (they inherit the variable) and
+    before anything in this process scrapes: ``exposition`` then sums them all.
+    """
+    directory = tempfile.mkdtemp(prefix="todo-server-metrics-")
+    previous = os.environ.get(MULTIPROCESS_VARIABLE)
+    os.environ[MULTIPROCESS_VARIABLE] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_VARIABLE, None)
+        else:
+            os.environ[MULTIPROCESS_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def exposition(accept: str | None) -> tuple[bytes, str]:
