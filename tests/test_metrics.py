@@ -25,6 +25,9 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from tests.support.database import settings_env
 from tests.support.signing import bearer, frontend_token, hs256
@@ -32,7 +35,9 @@ from tests.support.task_users import User
 from tests.support.timekeeping import wait_until
 from tests.test_purge import deleted_days_ago, now, purge_at
 from todo_server import metrics, package_version
+from todo_server.app import create_app
 from todo_server.logs import LogWriter, TextFormatter
+from todo_server.storage.db import retry_conflicts
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -117,14 +122,15 @@ def test_in_flight_requests_and_the_pool_are_reported(make_client, database_url)
         for thread in threads:
             thread.join()
     wait_until(lambda: value(scrape(), "todo_server_http_requests_in_flight") == 0, "no request")
+    # The pool counts a wait when the waiting request is served; the sampler copies it.
     wait_until(
-        lambda: moved(before, scrape(), "todo_server_db_pool_queued_requests_total") >= 1,
-        "the queued request counted",
+        lambda: moved(before, scrape(), "todo_server_db_pool_wait_seconds_total") > 0,
+        "the wait counted",
     )
     after = scrape()
     assert value(after, "todo_server_db_pool_connections") == 1
     assert moved(before, after, "todo_server_db_pool_requests_total") >= 2
-    assert moved(before, after, "todo_server_db_pool_wait_seconds_total") > 0
+    assert moved(before, after, "todo_server_db_pool_queued_requests_total") >= 1
 
 
 def test_database_errors_are_counted_by_class(make_client, database_url):
@@ -144,6 +150,40 @@ def test_database_errors_are_counted_by_class(make_client, database_url):
     assert moved(before, after, errors, **{"class": "unavailable"}) == 1
 
 
+RAISE_DEADLOCK_SQL = (
+    "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = 'deadlock_detected'; END $$"
+)
+
+
+def test_conflicts_retried_and_given_up_and_lost_prepared_statements_are_counted(make_settings):
+    async def always_deadlocked(request) -> JSONResponse:
+        async with request.state.pool.connection() as conn:
+
+            async def work() -> None:
+                await conn.execute(RAISE_DEADLOCK_SQL)
+
+            await retry_conflicts(conn, work, "test work")
+        return JSONResponse({})
+
+    async def prepared_statement_gone(request) -> JSONResponse:
+        async with request.state.pool.connection() as conn:
+            await conn.execute("DEALLOCATE never_prepared")
+        return JSONResponse({})
+
+    app = create_app(make_settings())
+    app.router.routes.append(Route("/deadlocked", always_deadlocked))
+    app.router.routes.append(Route("/prepared", prepared_statement_gone))
+    before = scrape()
+    with TestClient(app) as client:
+        assert client.get("/deadlocked").json()["code"] == "service_unavailable"
+        assert client.get("/prepared").status_code == 503
+    after = scrape()
+    errors = "todo_server_db_errors_total"
+    assert moved(before, after, errors, **{"class": "conflict"}) == 1
+    assert moved(before, after, errors, **{"class": "prepared_statement_lost"}) == 1
+    assert moved(before, after, "todo_server_db_conflict_retries_total") == 2  # 3 tries in all
+
+
 def test_refusals_are_counted_by_reason_and_token_source(client):
     before = scrape()
     assert client.get("/api/tasks").status_code == 401
@@ -155,6 +195,14 @@ def test_refusals_are_counted_by_reason_and_token_source(client):
     assert moved(before, after, refusals, reason="no_bearer", source="none") == 1
     assert moved(before, after, refusals, reason="expired", source="jwt") == 1
     assert moved(before, after, refusals, reason="not_a_jwt", source="jwt") == 1
+
+
+def test_a_refused_session_token_is_counted_as_its_source(make_client):
+    client = make_client(BETTER_AUTH_DATABASE_URL="same")
+    before = scrape()
+    assert client.get("/api/tasks", headers=bearer("no such session!")).status_code == 401
+    refusals = "todo_server_auth_refusals_total"
+    assert moved(before, scrape(), refusals, reason="not_a_jwt", source="session") == 1
 
 
 def test_every_refusal_reason_the_docs_list_has_its_label():
@@ -267,6 +315,7 @@ def test_two_workers_are_reported_by_one_scrape(database_url, db, tmp_path, monk
 
         wait_until(not_found, "the server", timeout=30)
         [directory] = tmp_path.glob("todo-server-metrics-*")
+        labels = {"route": "unmatched", "method": "GET", "status": "404"}
         # Fresh connections, so both workers answer some.
         for _ in range(59):
             assert not_found()
@@ -274,12 +323,19 @@ def test_two_workers_are_reported_by_one_scrape(database_url, db, tmp_path, monk
         # As the admin server scrapes beside the workers: a process of its own that
         # imported the package before the variable was set.
         monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
-        samples = scrape()
+        # A request is counted just after its answer is sent: the last one may still be due.
+        samples = wait_until(
+            lambda: (
+                (found := scrape())
+                and value(found, "todo_server_http_requests_in_flight") == 0
+                and found
+            ),
+            "every request counted",
+        )
         monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    labels = {"route": "unmatched", "method": "GET", "status": "404"}
     assert value(samples, "todo_server_http_requests_total", **labels) == 60
     assert value(samples, "todo_server_build_info", **BUILD_INFO) == 1  # one series, not two
     assert not directory.exists()  # serve removed it

@@ -191,7 +191,6 @@ def request_started() -> None:
 
 def request_done(route: str | None, method: str, status: int, seconds: float) -> None:
     """Count an answered request; ``route`` is its template, None when no route matched."""
-    IN_FLIGHT.dec()
     # Normalized before the lookup: made-up methods must not grow the cache either.
     key = (route or UNMATCHED, method if method in METHODS else OTHER, status)
     children = _request_children.get(key)
@@ -202,6 +201,7 @@ def request_done(route: str | None, method: str, status: int, seconds: float) ->
         )
     children[0].inc()
     children[1].observe(seconds)
+    IN_FLIGHT.dec()  # last: a scrape that sees no request in flight sees every one counted
 
 
 def pool_sampled(stats: dict[str, int]) -> None:
