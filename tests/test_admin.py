@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx2
 import psycopg
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -25,6 +27,7 @@ from devtools.liveserver import ROOT, LiveServer, free_port
 from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.signing import JwksServer
+from tests.support.timekeeping import wait_until
 from todo_server.admin import admin_server, create_admin_app, serve_beside
 from todo_server.config import ConfigError, load_admin_address, load_settings
 from todo_server.storage import migrate
@@ -363,3 +366,45 @@ def test_with_one_worker_live_fails_while_the_api_event_loop_is_stuck(database_u
         api.should_exit = True
         serving.join(timeout=20)
     assert not serving.is_alive()
+
+
+def scraped(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus text scrape, parsed as Prometheus would."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_the_admin_app_serves_metrics_in_either_format(database_url):
+    with admin_client(admin_env(database_url)[0]) as client:
+        text = client.get("/metrics")
+        assert text.status_code == 200
+        assert text.headers["content-type"].startswith("text/plain")
+        families = {family.name for family in text_string_to_metric_families(text.text)}
+        assert {"todo_server_http_requests", "todo_server_auth_refusals"} <= families
+        open_metrics = client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+        assert open_metrics.text.endswith("# EOF\n")
+
+
+@pytest.mark.slow
+def test_with_two_workers_one_scrape_of_the_admin_port_sums_both(database_url):
+    env, admin_port = admin_env(database_url, WORKERS="2")
+    admin = f"http://127.0.0.1:{admin_port}"
+    labels = {"route": "unmatched", "method": "GET", "status": "404"}
+    with LiveServer(env, process_group=True) as server:
+        for _ in range(40):  # a new connection each: both workers answer some
+            assert httpx2.get(server.base_url + "/no/such").status_code == 404
+
+        def counted() -> bool:
+            text = httpx2.get(admin + "/metrics").text
+            return scraped(text, "todo_server_http_requests_total", **labels) == 40
+
+        wait_until(counted, "all 40 requests in one scrape", timeout=10)
+    pids = set(re.findall(r"Started server process \[(\d+)\]", server.output))
+    # The supervisor, which serves the admin port and no API request, saw all 40.
+    assert len(pids) == 3

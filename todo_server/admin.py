@@ -1,4 +1,5 @@
-"""The admin server: ``/live`` and ``/ready`` on ADMIN_HOST:ADMIN_PORT, never on the API port.
+"""The admin server: ``/live``, ``/ready`` and ``/metrics`` on ADMIN_HOST:ADMIN_PORT, never on the
+API port.
 
 A second, small Starlette app for orchestrators and monitoring. It holds its own
 resources, opened in its own lifespan: a pool of one connection, so a probe never
@@ -30,9 +31,10 @@ import uvicorn
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from todo_server import metrics
 from todo_server.auth.jwks import JwksCache
 from todo_server.config import Settings
 from todo_server.errors import RETRY_AFTER_SECONDS
@@ -59,6 +61,12 @@ class AdminState(TypedDict):
 async def live(request: Request) -> JSONResponse:
     """200 while the event loop answers; nothing else is asked."""
     return JSONResponse({"status": "ok"})
+
+
+async def scrape(request: Request) -> Response:
+    """Every metric family, from every worker, in the format the scraper asks for."""
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})
 
 
 async def ready(request: Request) -> JSONResponse:
@@ -127,6 +135,7 @@ def create_admin_app(
         routes=[
             Route("/live", live, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", scrape, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -176,24 +185,26 @@ def serve_with_admin(settings: Settings, options: dict[str, Any]) -> int:
         # The event loop uvicorn.run would choose for the API.
         with asyncio.Runner(loop_factory=api.config.get_loop_factory()) as runner:
             return runner.run(serve_beside(api, admin, admin_address(settings)))
-    # uvicorn ends a server that cannot start with SystemExit, which ends just this thread.
-    thread = threading.Thread(target=admin.run, name="admin-server", daemon=True)
-    thread.start()
-    while not admin.started:
-        if not thread.is_alive():
-            return admin_failed(admin_address(settings))
-        time.sleep(0.01)
-    try:
-        # Each worker process builds its own app (and pool) from the environment.
-        uvicorn.run(
-            "todo_server.app:create_app_from_environment",
-            factory=True,
-            workers=settings.workers,
-            **options,
-        )
-    finally:
-        admin.should_exit = True
-        thread.join(timeout=settings.shutdown_timeout + 5)
+    # The workers' metrics meet in one directory, which /metrics here reads.
+    with metrics.shared_directory():
+        # uvicorn ends a server that cannot start with SystemExit, which ends just this thread.
+        thread = threading.Thread(target=admin.run, name="admin-server", daemon=True)
+        thread.start()
+        while not admin.started:
+            if not thread.is_alive():
+                return admin_failed(admin_address(settings))
+            time.sleep(0.01)
+        try:
+            # Each worker process builds its own app (and pool) from the environment.
+            uvicorn.run(
+                "todo_server.app:create_app_from_environment",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
+        finally:
+            admin.should_exit = True
+            thread.join(timeout=settings.shutdown_timeout + 5)
     return 0
 
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from todo_server import docs
+from todo_server import docs, metrics
 from todo_server.auth import accounts
 from todo_server.auth.better_auth_sessions import SessionStore
 from todo_server.auth.guard import ApiRoute
@@ -31,7 +31,7 @@ from todo_server.errors import RETRY_AFTER_SECONDS
 from todo_server.logs import configure_logging, flush_logs
 from todo_server.purge import purge_periodically
 from todo_server.storage import migrate
-from todo_server.storage.db import Pool, create_pool, probe
+from todo_server.storage.db import Pool, create_pool, probe, sample_pool
 from todo_server.storage.schema_check import SchemaGate
 from todo_server.storage.user_slots import UserSlots
 from todo_server.tasks import endpoints
@@ -158,12 +158,14 @@ def create_app(
             # A worker process may be ended by its signal right after shutdown;
             # write out what is queued first (the stack's last step).
             resources.callback(flush_logs)
+            resources.callback(metrics.process_stopping)
             if sessions is not None:
                 await sessions.open()
                 resources.push_async_callback(sessions.close)
             pool = create_pool(settings.database, on_connect=gate.check)
             await pool.open(wait=False)
             resources.push_async_callback(pool.close)
+            run_until_closed(resources, sample_pool(pool))
             if settings.purge_interval > 0:
                 run_until_closed(
                     resources,
@@ -221,6 +223,7 @@ def create_app(
         expose_headers=CORS_EXPOSED_HEADERS,
         allow_credentials=True,
     )
+    metrics.build_info(settings.api_dialect)
     return Service(routes, lifespan, partial(ServiceMiddleware, cors=cors))
 
 

@@ -44,6 +44,7 @@ def serve() -> int:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
+    from todo_server import metrics
     from todo_server.app import create_app, refuse_pending_migrations
     from todo_server.logs import configure_logging
     from todo_server.web.http_protocol import LimitedHttpToolsProtocol
@@ -77,12 +78,13 @@ def serve() -> int:
         uvicorn.run(create_app(settings), **options)
     else:
         # Each worker process builds its own app (and pool) from the environment.
-        uvicorn.run(
-            "todo_server.app:create_app_from_environment",
-            factory=True,
-            workers=settings.workers,
-            **options,
-        )
+        with metrics.shared_directory():
+            uvicorn.run(
+                "todo_server.app:create_app_from_environment",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
     return 0
 
 

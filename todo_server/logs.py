@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import NamedTuple, TextIO
 
+from todo_server import metrics
 from todo_server.text_rules import LOG_ESCAPES
 
 #: The current request's id, set by ``web.middleware.ServiceMiddleware``, read into every record.
@@ -270,6 +271,7 @@ class LogWriter:
         waiting = len(self.waiting)
         if waiting >= self.max_waiting:
             self.dropped += 1
+            metrics.log_line_dropped()
             return
         self.waiting.append(item)
         if waiting + 1 >= self.wake_at:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from todo_server import metrics
 from todo_server.auth.login_throttle import WINDOW_SECONDS
 from todo_server.storage.db import DictConnection, Pool
 from todo_server.tasks.idempotency import KEY_LIFETIME_SECONDS
@@ -121,6 +122,7 @@ async def purge(
                 )
                 row = await cursor.fetchone()
             purged = row["purged"] if row else 0
+            metrics.rows_purged(kind, purged)
             setattr(result, kind, getattr(result, kind) + purged)
             if purged < batch:
                 break

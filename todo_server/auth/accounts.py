@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from todo_server import metrics
 from todo_server.auth.identity import AuthUser
 from todo_server.auth.login_throttle import LoginThrottle
 from todo_server.auth.passwords import (
@@ -188,6 +189,7 @@ async def register(request: Request) -> JSONResponse:
         reservation = await throttle.reserve_registration(conn, client_address(request))
     if reservation.retry_after is not None:
         logger.warning("registration throttled (retry after %ss)", reservation.retry_after)
+        metrics.throttled("registration")
         raise RateLimited(
             "Too many registrations from this address; try again later",
             headers={"Retry-After": str(reservation.retry_after)},
@@ -218,6 +220,7 @@ async def login(request: Request) -> JSONResponse:
         reservation = await throttle.reserve_login(conn, email, client_address(request))
         if reservation.retry_after is not None:
             logger.warning("login throttled (retry after %ss)", reservation.retry_after)
+            metrics.throttled("login")
             raise RateLimited(
                 "Too many failed logins; try again later",
                 headers={"Retry-After": str(reservation.retry_after)},

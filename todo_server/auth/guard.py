@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from todo_server import metrics
 from todo_server.auth.identity import (
     AuthUser,
     InvalidToken,
@@ -48,6 +49,7 @@ async def authenticate(scope: Scope, verifier: TokenVerifier) -> AuthUser:
     if scheme.lower() != "bearer" or not token:
         reason = "no Authorization header" if authorization is None else "not a Bearer token"
         logger.info("authentication failed: %s", reason)
+        metrics.auth_refused(metrics.NO_BEARER, "none")
         raise Unauthorized(
             "Authentication required: send Authorization: Bearer <token>",
             headers={"WWW-Authenticate": "Bearer"},
@@ -56,6 +58,7 @@ async def authenticate(scope: Scope, verifier: TokenVerifier) -> AuthUser:
         return await verifier.verify(token)
     except InvalidToken as exc:
         logger.warning("authentication failed: %s", exc.reason)
+        metrics.auth_refused(exc.why, token_source(token, verifier))
         raise Unauthorized(exc.public, headers={"WWW-Authenticate": exc.challenge}) from None
     except JwksUnavailable:
         logger.error("cannot verify token: the JWKS could not be fetched")
@@ -64,6 +67,11 @@ async def authenticate(scope: Scope, verifier: TokenVerifier) -> AuthUser:
         raise ServiceUnavailable(
             "Sessions cannot be checked right now; try again shortly"
         ) from None
+
+
+def token_source(token: str, verifier: TokenVerifier) -> str:
+    """``session`` for what the verifier takes as a Better Auth session token, else ``jwt``."""
+    return "session" if verifier.sessions is not None and token.count(".") != 2 else "jwt"
 
 
 class ApiRoute(Route):

@@ -35,6 +35,7 @@ from typing import Any
 
 import jwt
 
+from todo_server import metrics
 from todo_server.auth.identity import JwksUnavailable
 
 logger = logging.getLogger("todo_server.jwks")
@@ -218,6 +219,7 @@ class JwksCache:
             document = await asyncio.to_thread(self._fetch, self.url)
             keys = parse_jwks(document)
         except Exception as exc:  # network, HTTP or JSON trouble: keep the keys we had
+            metrics.jwks_fetched(ok=False)
             self._failures += 1
             if self._failures == 1 or self._failures % WARN_EVERY_FAILURES == 0:
                 logger.warning(
@@ -227,6 +229,7 @@ class JwksCache:
                     exc,
                 )
             return
+        metrics.jwks_fetched(ok=True)
         withdrawn = frozenset(self._keys.keys() - keys.keys())
         self._keys = keys
         self._fetched_at = self._clock()

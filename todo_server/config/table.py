@@ -539,8 +539,8 @@ SETTINGS: tuple[Setting, ...] = (
         "off",
         port_or_off,
         (
-            "Port of the admin server (`GET /live`, `GET /ready`), never the API's; `off` = "
-            "not started. See [Probes](deploy.md#probes)"
+            "Port of the admin server (`GET /live`, `GET /ready`, `GET /metrics`), never the"
+            " API's; `off` = not started. See [Probes](deploy.md#probes)"
         ),
     ),
     Setting(

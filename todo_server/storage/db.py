@@ -23,6 +23,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from todo_server import metrics
 from todo_server.config import DatabaseSettings
 from todo_server.storage.row_security import UserConnection
 
@@ -168,6 +169,25 @@ async def probe(pool: Pool, timeout: float) -> bool:
         return False
 
 
+#: How often the pool's state and counts are copied into the metrics.
+POOL_SAMPLE_SECONDS = 1.0
+
+
+async def sample_pool(pool: Pool, interval: float = POOL_SAMPLE_SECONDS) -> None:
+    """Copy the pool's statistics into the metrics every ``interval`` seconds, until cancelled.
+
+    Sampled from the pool's own counts rather than timed on every checkout: the
+    requests pay nothing, and each worker's values reach a scrape served by
+    any process.
+    """
+    try:
+        while True:
+            metrics.pool_sampled(pool.pop_stats())
+            await asyncio.sleep(interval)
+    finally:
+        metrics.pool_sampled({})
+
+
 async def retry_conflicts(
     conn: psycopg.AsyncConnection[Any], work: Callable[[], Awaitable[T]], what: str
 ) -> T:
@@ -190,6 +210,7 @@ async def retry_conflicts(
                     "%s: %s %d times; giving up", what, type(exc).__name__, CONFLICT_ATTEMPTS
                 )
                 raise
+            metrics.conflict_retried()
             logger.info(
                 "%s: %s; trying again (%d of %d)",
                 what,

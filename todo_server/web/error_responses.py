@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from todo_server import metrics
 from todo_server.errors import (
     ApiError,
     BadRequest,
@@ -157,11 +158,14 @@ async def _handle_database_error(request: Request, exc: Exception) -> Response:
             diag.message_primary or type(exc).__name__,
             context,
         )
+        metrics.database_error("timeout")
         return api_error_response(DatabaseTimeout(), request_id)
     if isinstance(exc, CONFLICTS):
         logger.warning("database conflict on %s: %s", _where(request), type(exc).__name__)
+        metrics.database_error("conflict")
         return api_error_response(ServiceUnavailable(BUSY_MESSAGE), request_id)
     logger.warning("database unavailable: %s", type(exc).__name__)
+    metrics.database_error("unavailable")
     return api_error_response(ServiceUnavailable(), request_id)
 
 
@@ -182,6 +186,7 @@ async def _handle_prepared_statements_lost(request: Request, exc: Exception) -> 
         _where(request),
         type(exc).__name__,
     )
+    metrics.database_error("prepared_statement_lost")
     return api_error_response(ServiceUnavailable(), request_id_of(request.scope.get("state")))
 
 

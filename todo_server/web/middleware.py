@@ -28,6 +28,7 @@ from collections.abc import Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from todo_server import metrics
 from todo_server.errors import PayloadTooLarge
 from todo_server.logs import access_logger, log_access, request_id_var, trace_id_var
 from todo_server.web.error_responses import error_response, exception_handler_for
@@ -200,6 +201,7 @@ class ServiceMiddleware:
         extra = security_headers(scope["path"])
         status = 500
         started = False
+        metrics.request_started()
         start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -237,13 +239,19 @@ class ServiceMiddleware:
                     response = self.cors(response)
                 await response(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
+            route = scope.get("route")
+            # The route's own path is its template: every prefix has a route of its own.
+            metrics.request_done(
+                None if route is None else route.path, scope["method"], status, seconds
+            )
             user = state.get("user")
             log_access(
                 request_id,
                 scope["method"],
                 path_template(scope),
                 status,
-                round((time.perf_counter() - start) * 1000, 2),
+                round(seconds * 1000, 2),
                 getattr(user, "id", None),
                 trace_id,
             )
