@@ -408,3 +408,14 @@ def test_with_two_workers_one_scrape_of_the_admin_port_sums_both(database_url):
     pids = set(re.findall(r"Started server process \[(\d+)\]", server.output))
     # The supervisor, which serves the admin port and no API request, saw all 40.
     assert len(pids) == 3
+
+
+@pytest.mark.parametrize("timeout", ["abc", "inf", "nan", "0", "-1", "99999"])
+def test_ready_command_refuses_a_bad_timeout_with_exit_1(timeout):
+    """Docker reserves a health check's exit status 2: a bad flag value is 1 too, no traceback."""
+    result = run_ready("--timeout", timeout, env={"ADMIN_PORT": "8001"})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "todo-server: not ready: --timeout must be a number of seconds up to 3600,"
+        f" got {timeout!r}\n"
+    )

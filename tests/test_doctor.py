@@ -121,7 +121,8 @@ def test_the_schema_owner_as_runtime_role_fails(database_url: str) -> None:
     assert role.status == "fail"
     assert (
         "a superuser" in role.detail
-        and "the owner of idempotency_keys, tasks, users" in role.detail
+        and "the owner (or a member of the owner's role) of idempotency_keys, tasks, users"
+        in role.detail
     )
 
 
@@ -145,6 +146,25 @@ def test_a_bypassrls_role_fails(
     role = diagnose(database_url, DATABASE_URL=as_role(database_url, bare_role))["runtime role"]
     assert role.status == "fail"
     assert role.detail == f"{bare_role!r} is BYPASSRLS: row-level security does not apply"
+
+
+def test_a_member_of_the_owners_role_fails(
+    database_url: str, bare_role: str, pg_server: DatabaseServer
+) -> None:
+    """GRANT owner TO runtime: the role may turn row-level security off, as the owner may."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'tasks'"
+        ).fetchone()[0]
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(bare_role))
+        )
+    role = diagnose(database_url, DATABASE_URL=as_role(database_url, bare_role))["runtime role"]
+    assert role.status == "fail"
+    assert "the owner (or a member of the owner's role) of idempotency_keys, tasks, users" in (
+        role.detail
+    )
 
 
 def test_what_start_up_would_note_is_a_settings_warning(database_url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import urllib.error
@@ -180,12 +181,18 @@ def run_doctor(as_json: bool) -> int:
     return doctor.run(as_json)
 
 
-def run_ready(timeout: float) -> int:
+def run_ready(timeout_text: str) -> int:
     """Ask the admin server's ``/ready``: 0 when it answers 200, else 1 and why on stderr.
 
     The image's HEALTHCHECK runs this; Docker reserves exit status 2, so every
     failure, a configuration one included, is 1.
     """
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout <= 3600:  # NaN and inf fail too
+        return _not_ready(f"--timeout must be a number of seconds up to 3600, got {timeout_text!r}")
     try:
         host, port = load_admin_address()
     except ConfigError as exc:
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "ready", help="ask the admin server's /ready: exit 0 when ready, else 1"
     )
     ready_parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+        "--timeout", default="5", help="seconds to wait for the answer (default 5)"
     )
     args = parser.parse_args(argv)
 

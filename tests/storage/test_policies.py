@@ -166,6 +166,12 @@ def test_start_up_warns_about_a_privileged_role_or_missing_timeouts(database_url
     ]
     owner = asyncio.run(warnings(database_url))  # the admin: superuser and owner
     assert owner[0].startswith("the service connects as 'postgres', a superuser")
+    # A member of the owner's role may turn row-level security off, as the owner may.
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+        admin.execute("GRANT postgres TO todo_bare")
+    member = asyncio.run(warnings(as_role(database_url, "todo_bare")))
+    assert member[0].startswith("the service connects as 'todo_bare'")
+    assert "tables' owner: row-level security does not apply" in member[0]
 
 
 # --- what row-level security does not cover: the runtime role acts as any user ---------

@@ -88,6 +88,10 @@ def test_a_valid_traceparent_is_answered_with_its_trace_and_our_span(client):
     assert r.status_code == 401
     assert r.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
     assert r.headers["traceparent"].endswith("-00")
+    # Version 00 defines one flag, sampled; its other bits are sent as zero (W3C).
+    for sent, answered in (("ff", "01"), ("09", "01"), ("fe", "00")):
+        r = client.get("/health", headers={"traceparent": f"cc-{TRACE_ID}-{PARENT_ID}-{sent}"})
+        assert r.headers["traceparent"].endswith(f"-{answered}"), sent
 
 
 @pytest.mark.parametrize("value", INVALID.values(), ids=INVALID.keys())

@@ -26,7 +26,7 @@ MAX_CLOCK_SKEW_SECONDS = 2.0
 ROLE_SQL = """
 SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class AS c
-        WHERE c.relowner = r.oid
+        WHERE pg_has_role(r.oid, c.relowner, 'MEMBER')
           AND c.oid IN (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) AS t)) AS owns,
        coalesce((SELECT array_agg(split_part(setting, '=', 1))
                  FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
@@ -114,7 +114,7 @@ def role_findings(conn: psycopg.Connection) -> list[Finding]:
         for what, present in (
             ("a superuser", superuser),
             ("BYPASSRLS", bypassrls),
-            (f"the owner of {', '.join(owns or [])}", owns),
+            (f"the owner (or a member of the owner's role) of {', '.join(owns or [])}", owns),
         )
         if present
     ]

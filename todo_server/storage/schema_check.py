@@ -68,7 +68,9 @@ ROLE_TIMEOUTS = ("statement_timeout", "lock_timeout", "idle_in_transaction_sessi
 
 ROLE_FACTS_SQL = """
 SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
-       EXISTS (SELECT FROM pg_class AS c WHERE c.relname = 'tasks' AND c.relowner = r.oid)
+       -- A member of the owner's role may do what the owner may: turn row security off.
+       EXISTS (SELECT FROM pg_class AS c
+               WHERE c.relname = 'tasks' AND pg_has_role(r.oid, c.relowner, 'MEMBER'))
            AS owner,
        coalesce((SELECT array_agg(split_part(setting, '=', 1))
                  FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting

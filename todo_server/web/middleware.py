@@ -106,7 +106,7 @@ def parse_traceparent(value: bytes) -> tuple[str, bytes] | None:
 
 
 def traceparent_header(trace_id: str, flags: bytes) -> tuple[bytes, bytes]:
-    """The response's ``traceparent``: the caller's trace and flags, a new span id of ours.
+    """The response's ``traceparent``: the caller's trace and sampled flag, a new span of ours.
 
     Always version 00, the version this service speaks. The span id is random
     but need not be secret (it names a span, it grants nothing), so it comes
@@ -116,7 +116,9 @@ def traceparent_header(trace_id: str, flags: bytes) -> tuple[bytes, bytes]:
     span_id = random.getrandbits(64)
     while not span_id:  # an all-zero id is invalid; one in 2**64
         span_id = random.getrandbits(64)
-    return (b"traceparent", b"00-%s-%016x-%s" % (trace_id.encode("ascii"), span_id, flags))
+    # Version 00 defines one flag, sampled (the lowest bit); the others are sent as zero.
+    sampled = int(flags, 16) & 1
+    return (b"traceparent", b"00-%s-%016x-%02x" % (trace_id.encode("ascii"), span_id, sampled))
 
 
 def declared_length(value: bytes) -> int:
