@@ -348,3 +348,54 @@ def test_the_shared_directory_is_named_for_the_workers_then_removed(monkeypatch)
         assert Path(directory).is_dir() and not any(Path(directory).iterdir())
     assert not Path(directory).exists()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/somewhere/else"
+
+
+def test_refusals_before_the_app_are_counted_by_status(database_url):
+    """The protocol adapter's 400, 431 and 503 never reach a route; they are counted apart."""
+    from devtools.liveserver import LiveServer, free_port
+
+    admin_port = free_port()
+    env = settings_env(database_url, ADMIN_PORT=str(admin_port), MAX_CONNECTIONS_PER_CLIENT="2")
+
+    def scraped() -> Samples:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def answer_to(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(raw)
+            return sock.recv(65536)
+
+    name = "todo_server_http_protocol_refusals_total"
+    with LiveServer(env) as server:
+        before = scraped()
+        assert answer_to(b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400")
+        huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+        assert answer_to(huge).startswith(b"HTTP/1.1 431")
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+        try:
+            assert answer_to(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503")
+        finally:
+            for sock in held:
+                sock.close()
+        after = scraped()
+    assert moved(before, after, name, status="400") == 1
+    assert moved(before, after, name, status="431") == 1
+    assert moved(before, after, name, status="503") == 1
+    # None of them reached a route, so none is in the requests the app answered.
+    assert (
+        moved(
+            before,
+            after,
+            "todo_server_http_requests_total",
+            route="unmatched",
+            method="GET",
+            status="503",
+        )
+        == 0
+    )

@@ -167,6 +167,13 @@ PURGED_ROWS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+PROTOCOL_REFUSALS = Counter(
+    "todo_server_http_protocol_refusals",
+    "Requests and connections the protocol adapter refused before the app saw them, by"
+    " status (400 unparsable, 408 too slow, 431 head too large, 503 too many connections).",
+    ["status"],
+    registry=REGISTRY,
+)
 LOG_LINES_DROPPED = Counter(
     "todo_server_log_lines_dropped",
     "Log lines dropped because stderr did not take them fast enough.",
@@ -237,6 +244,11 @@ def auth_refused(why: str, source: str) -> None:
 
 def jwks_fetched(ok: bool) -> None:
     JWKS_FETCHES.labels("ok" if ok else "failed").inc()
+
+
+def protocol_refusal(status: int) -> None:
+    """The protocol adapter answered ``status`` and closed, before any route ran."""
+    PROTOCOL_REFUSALS.labels(str(status) if status in (400, 408, 431, 503) else OTHER).inc()
 
 
 def throttled(action: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from todo_server import metrics
 from todo_server.config import ConnectionLimits, load_settings
 from todo_server.errors import (
     ApiError,
@@ -343,5 +344,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.response_complete = True
             self.cycle.disconnected = True
             self.cycle.message_event.set()
+        metrics.protocol_refusal(error.status)
         self.transport.write(error_bytes(error))
         self.transport.close()
