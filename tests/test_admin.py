@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx2
 import psycopg
@@ -24,7 +23,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from devtools.liveserver import ROOT, LiveServer, free_port
-from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.signing import JwksServer
 from tests.support.timekeeping import wait_until
@@ -258,19 +256,6 @@ def test_serve_starts_the_admin_server_beside_the_api(database_url):
     # The one SIGTERM stopped both servers.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", admin_port), timeout=2).close()
-
-
-@pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    cluster.start()
-    ensure_runtime_role(cluster.url())
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        migrate.apply(conn, **MIGRATION_DEFAULTS)
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 @pytest.mark.slow

@@ -7,13 +7,11 @@ the database is away, and recover by itself when it is back.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from devtools.postgres import PostgresCluster, ensure_runtime_role
 from tests.support.assertions import assert_503
 from tests.support.database import MIGRATION_DEFAULTS, settings_env
 from tests.support.signing import bearer, frontend_token
@@ -22,19 +20,6 @@ from todo_server.config import load_settings
 from todo_server.storage import migrate
 
 AUTH = bearer(frontend_token("recovery-user"))
-
-
-@pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    cluster.start()
-    ensure_runtime_role(cluster.url())
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        migrate.apply(conn, **MIGRATION_DEFAULTS)
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 def health_until(client: TestClient, status: int, within: float) -> float:

@@ -157,3 +157,17 @@ def make_client(
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """The app with default test settings."""
     return make_client()
+
+
+@pytest.fixture
+def cluster() -> Iterator[PostgresCluster]:
+    """A migrated PostgreSQL server of the test's own, to stop and start: the suite's stays up."""
+    cluster = PostgresCluster()
+    cluster.start()
+    ensure_runtime_role(cluster.url())
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        migrate.apply(conn, **MIGRATION_DEFAULTS)
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

@@ -16,24 +16,19 @@ from todo_server.doctor.findings import (
     first_line,
 )
 from todo_server.storage import migrate
-from todo_server.storage.schema_check import ROLE_TIMEOUTS
+from todo_server.storage.schema_check import ROLE_SETTINGS_SQL, ROLE_TIMEOUTS
 
 #: The tables whose rows belong to one user; row-level security must hold on each.
 USER_TABLES = ("tasks", "users", "idempotency_keys")
 #: Host and database clocks further apart than this make expiry and purge times wrong.
 MAX_CLOCK_SKEW_SECONDS = 2.0
 
-ROLE_SQL = """
+ROLE_SQL = f"""
 SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class AS c
         WHERE pg_has_role(r.oid, c.relowner, 'MEMBER')
           AND c.oid IN (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) AS t)) AS owns,
-       coalesce((SELECT array_agg(split_part(setting, '=', 1))
-                 FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
-                 WHERE s.setrole = r.oid
-                   AND s.setdatabase IN (0, (SELECT oid FROM pg_database
-                                             WHERE datname = current_database()))),
-                '{}') AS settings
+       {ROLE_SETTINGS_SQL}
 FROM pg_roles AS r WHERE r.rolname = current_user
 """
 

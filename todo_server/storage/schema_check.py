@@ -66,18 +66,22 @@ async def pending_on_connection(conn: DictConnection, directory: Path) -> list[m
 #: Role-level settings that hold on every connection, PgBouncer's included.
 ROLE_TIMEOUTS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
 
-ROLE_FACTS_SQL = """
+#: The names of the settings a role has of its own here (ALTER ROLE ... SET), for a query
+#: over ``pg_roles AS r``; the doctor's role check reads them the same way.
+ROLE_SETTINGS_SQL = """coalesce((SELECT array_agg(split_part(setting, '=', 1))
+                 FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
+                 WHERE s.setrole = r.oid
+                   AND s.setdatabase IN (0, (SELECT oid FROM pg_database
+                                             WHERE datname = current_database()))),
+                '{}') AS settings"""
+
+ROLE_FACTS_SQL = f"""
 SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
        -- A member of the owner's role may do what the owner may: turn row security off.
        EXISTS (SELECT FROM pg_class AS c
                WHERE c.relname = 'tasks' AND pg_has_role(r.oid, c.relowner, 'MEMBER'))
            AS owner,
-       coalesce((SELECT array_agg(split_part(setting, '=', 1))
-                 FROM pg_db_role_setting AS s, unnest(s.setconfig) AS setting
-                 WHERE s.setrole = r.oid
-                   AND s.setdatabase IN (0, (SELECT oid FROM pg_database
-                                             WHERE datname = current_database()))),
-                '{}') AS settings
+       {ROLE_SETTINGS_SQL}
 FROM pg_roles AS r WHERE r.rolname = current_user
 """
 
