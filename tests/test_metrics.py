@@ -95,6 +95,7 @@ def test_a_flood_of_unknown_paths_adds_no_series(client):
     assert set(scrape()) == series
 
 
+@pytest.mark.slow
 def test_in_flight_requests_and_the_pool_are_reported(make_client, database_url):
     client = make_client(DB_STATEMENT_TIMEOUT="10", DB_POOL_MAX="1", DB_POOL_TIMEOUT="10")
     ada, bob = User(client, "ada"), User(client, "bob")
@@ -133,6 +134,7 @@ def test_in_flight_requests_and_the_pool_are_reported(make_client, database_url)
     assert moved(before, after, "todo_server_db_pool_queued_requests_total") >= 1
 
 
+@pytest.mark.slow
 def test_database_errors_are_counted_by_class(make_client, database_url):
     client = make_client(DB_STATEMENT_TIMEOUT="0.5")
     ada = User(client, "ada")

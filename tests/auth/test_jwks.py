@@ -299,6 +299,7 @@ class DrippingJwks:
         self.listener.close()
 
 
+@pytest.mark.slow
 def test_a_jwks_dripped_a_byte_at_a_time_is_given_up_at_the_fetch_deadline():
     """Each read waits at most the timeout; the whole fetch at most its deadline (plus one read)."""
     import time

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
@@ -165,6 +166,7 @@ def test_a_list_etag_moves_with_a_change_made_after_the_move(ada, db, database_u
         assert "v2" in {t["title"] for t in r.json()["tasks"]}
 
 
+@pytest.mark.slow
 def test_a_real_dump_restored_into_a_new_cluster_behind(ada, db, database_url):
     """pg_dump | psql into a second cluster whose counter is behind: the whole story, for real."""
     # The old cluster has a longer history than the new one will have by the end of the test.

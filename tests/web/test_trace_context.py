@@ -145,6 +145,7 @@ def _requests_to_a_live_server(database_url: str, log_format: str) -> tuple[str,
     return server.output, answered
 
 
+@pytest.mark.slow
 def test_every_json_log_line_of_a_traced_request_has_its_trace_id(database_url, db):
     output, [answered] = _requests_to_a_live_server(database_url, "json")
     assert answered.startswith(f"00-{TRACE_ID}-")
@@ -162,6 +163,7 @@ def test_every_json_log_line_of_a_traced_request_has_its_trace_id(database_url, 
     assert "forged" not in output and "\x1b" not in output and "\x85" not in output
 
 
+@pytest.mark.slow
 def test_every_text_log_line_of_a_traced_request_has_its_trace_id(database_url, db):
     output, _ = _requests_to_a_live_server(database_url, "text")
     lines = output.splitlines()
