@@ -58,7 +58,8 @@ def main() -> int:
         order = [("metrics on", on_command), ("metrics off", off_command)]
         for name, command in reversed(order) if args.off_first else order:
             servers.append(Server(name, command, env, work / name.replace(" ", "-")))
-        on, off = sorted(servers, key=lambda server: server.name, reverse=True)
+        by_name = {server.name: server for server in servers}
+        on, off = by_name["metrics on"], by_name["metrics off"]
         for server in (on, off):
             wrk(server.url, "list", 16, 1, data)  # warm-up
         ratios = []

@@ -42,15 +42,20 @@ from todo_server.storage.db import retry_conflicts
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(accept: str | None = None) -> Samples:
-    """Every sample of one scrape, by name and labels, read with Prometheus' parser."""
-    body, content_type = metrics.exposition(accept)
-    assert content_type.startswith("text/plain")
+def samples_of(text: str) -> Samples:
+    """Every sample of a scrape's text, by name and labels, read with Prometheus' parser."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def scrape(accept: str | None = None) -> Samples:
+    """Every sample of one scrape of this process."""
+    body, content_type = metrics.exposition(accept)
+    assert content_type.startswith("text/plain")
+    return samples_of(body.decode())
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -361,12 +366,7 @@ def test_refusals_before_the_app_are_counted_by_status(database_url):
 
     def scraped() -> Samples:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+            return samples_of(r.read().decode())
 
     def answer_to(raw: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
